@@ -1,0 +1,8 @@
+"""The harness: load/scale testing and synthetic data for LLM inference servers."""
+
+from harness.errors import UserError
+from harness.rundir import RunDir, read_jsonl
+
+__version__ = "0.1.0"
+
+__all__ = ["RunDir", "UserError", "__version__", "read_jsonl"]

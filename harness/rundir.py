@@ -1,0 +1,215 @@
+"""The run directory: the one contract between the rooms (see docs/run-directory.md).
+
+Producers append JSON lines (one write + flush per line) or write whole files atomically;
+readers tolerate a torn last line left by a producer that was killed mid-write.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+SAMPLES = "samples.jsonl"
+EVENTS = "events.jsonl"
+REQUESTS = "requests.jsonl"
+MANIFEST = "manifest.json"
+SUMMARY = "summary.json"
+
+
+def utc_iso(t: float | None = None) -> str:
+    """ISO 8601 UTC timestamp, as JSON documents in a run directory use."""
+    moment = datetime.fromtimestamp(time.time() if t is None else t, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_run_id(prefix: str = "run") -> str:
+    """Sortable, unique run id: <prefix>-YYYYmmdd-HHMMSS-<6 hex>."""
+    stamp = datetime.now(tz=timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{prefix}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write bytes to path via a temp file in the same directory, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike[str], document: Any) -> None:
+    """Write a JSON document atomically, indented for people."""
+    write_atomic(path, orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield the objects of a JSON Lines file, skipping a torn or blank line."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        return
+    with handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a producer killed mid-write leaves a torn line
+
+
+class JsonlWriter:
+    """Thread-safe appender: each record is one write of one full line, flushed at once."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - owned by the writer
+        self._lock = threading.Lock()
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+        with self._lock:
+            self._file.write(line)
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RunDir:
+    """One run's directory: appenders for events and samples, atomic JSON documents."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._writers: dict[str, JsonlWriter] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, root: str | os.PathLike[str] = "runs", prefix: str = "run") -> RunDir:
+        """A new run directory under root with a fresh run id."""
+        return cls(Path(root) / new_run_id(prefix))
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def writer(self, name: str) -> JsonlWriter:
+        """The shared appender for one JSONL file of this run (created on first use)."""
+        with self._lock:
+            if name not in self._writers:
+                self._writers[name] = JsonlWriter(self.path / name)
+            return self._writers[name]
+
+    def event(self, kind: str, t: float | None = None, **fields: Any) -> dict[str, Any]:
+        """Append one event to events.jsonl and return it."""
+        record = {"t": time.time() if t is None else t, "kind": kind, **fields}
+        self.writer(EVENTS).write(record)
+        return record
+
+    def sample(self, source: str, t: float | None = None, **fields: Any) -> None:
+        """Append one sample to samples.jsonl."""
+        self.writer(SAMPLES).write({"t": time.time() if t is None else t, "source": source, **fields})
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        return read_jsonl(self.path / EVENTS)
+
+    def samples(self) -> Iterator[dict[str, Any]]:
+        return read_jsonl(self.path / SAMPLES)
+
+    def write_manifest(self, **fields: Any) -> dict[str, Any]:
+        """Write manifest.json with what every run records, plus the given fields."""
+        manifest = {
+            "run_id": self.run_id,
+            "command": sys.argv,
+            "harness_version": _harness_version(),
+            "git_commit": _git_commit(),
+            "host": host_info(),
+            "start_time": utc_iso(),
+            "end_time": None,
+            **fields,
+        }
+        write_json_atomic(self.path / MANIFEST, manifest)
+        return manifest
+
+    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+        """Merge fields into manifest.json (atomically), e.g. end_time at the end of a run."""
+        manifest = self.read_json(MANIFEST) or {}
+        manifest.update(fields)
+        write_json_atomic(self.path / MANIFEST, manifest)
+        return manifest
+
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        try:
+            return orjson.loads((self.path / name).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def close(self) -> None:
+        with self._lock:
+            for writer in self._writers.values():
+                writer.close()
+            self._writers.clear()
+
+
+def host_info() -> dict[str, Any]:
+    """CPU, RAM and GPUs of this host; GPUs "none" with the reason when NVML is unavailable."""
+    import psutil
+
+    from harness.gpu import gpu_inventory
+
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": platform.processor() or platform.machine(),
+        "ram_total_bytes": psutil.virtual_memory().total,
+        "gpus": gpu_inventory(),
+    }
+
+
+def _harness_version() -> str:
+    from harness import __version__
+
+    return __version__
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
