@@ -135,7 +135,9 @@ class RunDir:
 
     def sample(self, source: str, t: float | None = None, **fields: Any) -> None:
         """Append one sample to samples.jsonl."""
-        self.writer(SAMPLES).write({"t": time.time() if t is None else t, "source": source, **fields})
+        self.writer(SAMPLES).write(
+            {"t": time.time() if t is None else t, "source": source, **fields}
+        )
 
     def events(self) -> Iterator[dict[str, Any]]:
         return read_jsonl(self.path / EVENTS)
