@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -155,9 +156,9 @@ def _role_texts(seed: int, family_name: str) -> tuple[_RoleText, ...]:
         ]
         texts.append(
             _RoleText(
-                orjson.Fragment(orjson.dumps(description)),
-                orjson.Fragment(orjson.dumps(highlights)),
-                orjson.Fragment(orjson.dumps(skills)),
+                _fragment(description),
+                _fragment(highlights),
+                _fragment(skills),
                 "\n".join([description, *(f"* {h}" for h in highlights)]),
             )
         )
@@ -178,7 +179,7 @@ def _skill_sets(seed: int, family_name: str, years: int) -> tuple[_SkillSet, ...
         sets.append(
             _SkillSet(
                 (names[0], names[1], names[2]),
-                orjson.Fragment(orjson.dumps(skills)),
+                _fragment(skills),
                 ", ".join(f"{s['name']} ({s['level']})" for s in skills),
             )
         )
@@ -213,7 +214,7 @@ def _language_sets(seed: int) -> tuple[tuple[orjson.Fragment, str], ...]:
         for language in rng.sample(v.LANGUAGES[1:], rng.randint(0, 2)):
             languages.append({"language": language, "proficiency": rng.choice(v.PROFICIENCY)})
         line = ", ".join(f"{x['language']} ({x['proficiency']})" for x in languages)
-        sets.append((orjson.Fragment(orjson.dumps(languages)), line))
+        sets.append((_fragment(languages), line))
     return tuple(sets)
 
 
@@ -235,8 +236,13 @@ def _screening_answers(seed: int, family_name: str) -> tuple[orjson.Fragment, ..
             }
             for question, templates in rng.sample(v.SCREENING, 2)
         ]
-        sets.append(orjson.Fragment(orjson.dumps(answers)))
+        sets.append(_fragment(answers))
     return tuple(sets)
+
+
+def _fragment(value: Any) -> orjson.Fragment:
+    """Pre-serialised JSON; copied to its exact size (orjson's buffers keep ~4 KB each)."""
+    return orjson.Fragment(bytes(memoryview(orjson.dumps(value))))
 
 
 def _skill_level(years: float) -> str:
@@ -255,6 +261,27 @@ def _seniority(years: float) -> str:
     return label
 
 
+def _career_years_quantiles(count: int, shape_years: float = 3.2) -> tuple[float, ...]:
+    """Quantiles of 0.5 + Gamma(2, shape) years (mean ~6.9, long tail), capped at 35."""
+
+    def cdf(x: float) -> float:
+        z = x / shape_years
+        return 1.0 - math.exp(-z) * (1.0 + z)
+
+    quantiles = []
+    for k in range(count):
+        target = (k + 0.5) / count
+        low, high = 0.0, 200.0
+        for _ in range(50):
+            middle = (low + high) / 2
+            low, high = (middle, high) if cdf(middle) < target else (low, middle)
+        quantiles.append(min(35.0, 0.5 + low))
+    return tuple(quantiles)
+
+
+_QUANTILES = 1024
+_CAREER_YEARS = _career_years_quantiles(_QUANTILES)
+_GOLDEN = 0.6180339887498949
 _SENIORITY_BY_YEAR = tuple(_seniority(y) for y in range(61))
 _FLUENT_NOTICE_DAYS = (0, 14, 30, 60, 90)
 _NOT_NOTICE = tuple(s for s in v.AVAILABILITY if s != "notice_period")
@@ -281,6 +308,7 @@ class CandidateBuilder:
             f"{m // 12:04d}-{m % 12 + 1:02d}" for m in range(self.first_month, self.as_of_month + 1)
         )
         self.family = batch_family(seed)
+        self.career_phase = record_rng(seed, -5, 3).random()
         self.other_families = tuple(f for f in v.FAMILY_NAMES if f != self.family)
         as_of_day = int(self.as_of_t // 86400)
         self.start_dates = {d: _iso_day(as_of_day + d + 7) for d in _FLUENT_NOTICE_DAYS}
@@ -314,9 +342,14 @@ class CandidateBuilder:
         city = cities[int(rnd() * len(cities))]
 
         # Career: total months split into ordered, non-overlapping roles with short gaps.
-        career_months = max(6, int(min(35.0, 0.5 + rng.gammavariate(2.0, 3.2)) * 12))
-        role_count = max(1, min(6, 1 + int(career_months / (18 + rnd() * 30))))
-        bounds = [0, *sorted(rng.sample(range(1, career_months), role_count - 1)), career_months]
+        # Career length is stratified (a golden-ratio sequence over its quantiles), so even ten
+        # consecutive candidates have a production-like mix of juniors and seniors.
+        quantile = (self.career_phase + i * _GOLDEN) % 1.0
+        career_months = max(6, int(_CAREER_YEARS[int(quantile * _QUANTILES)] * 12))
+        cut_count = min(4, max(1, int(career_months / (24 + rnd() * 24))))
+        cuts = sorted({1 + int(rnd() * (career_months - 1)) for _ in range(cut_count)})
+        bounds = [0, *cuts, career_months]
+        role_count = len(bounds) - 1
         career_start = self.as_of_month - career_months - int(rnd() * 4)
         employed = rnd() < 0.82
         titles = family["titles"]

@@ -21,6 +21,12 @@ _CRITERIA: tuple[tuple[str, str], ...] = (
     ("logistics", "Location, remote preference, notice period, salary range and authorization."),
 )
 
+_SCORING_GUIDE = (
+    "90-100: exceptional {what}, clearly above the role's level with concrete evidence; "
+    "70-89: solid {what} that meets the role's needs; 40-69: partial or unproven {what}; "
+    "0-39: little or no evidence of {what} in the profile."
+)
+
 _PARAGRAPHS: tuple[str, ...] = (
     "{company} is hiring a {title} to join our {family} organisation in {city}. You will own "
     "{object} and work with {partner} to set direction, plan the work and deliver it with care. "
@@ -96,7 +102,12 @@ def job(seed: int = 0, locale: str = "en_US") -> dict[str, Any]:
     weights = [3 + int(rnd() * 5) for _ in _CRITERIA]
     total = sum(weights)
     criteria = [
-        {"name": name, "weight": round(weight / total, 3), "description": text}
+        {
+            "name": name,
+            "weight": round(weight / total, 3),
+            "description": text,
+            "scoring_guide": _SCORING_GUIDE.format(what=name.replace("_", " ")),
+        }
         for (name, text), weight in zip(_CRITERIA, weights, strict=True)
     ]
     salary_min = int((60_000 + min_years * 9_000) * p.salary_scale / 1000) * 1000

@@ -22,7 +22,13 @@ EVALUATOR_INSTRUCTIONS = (
 
 def model_settings(model: str = DEFAULT_MODEL, max_tokens: int = DEFAULT_MAX_TOKENS) -> dict:
     """The `model` block of a batch document."""
-    return {"name": model, "temperature": 0.0, "max_tokens": max_tokens, "response_format": "json"}
+    return {
+        "name": model,
+        "temperature": 0.0,
+        "max_tokens": max_tokens,
+        "response_format": "json",
+        "instructions": EVALUATOR_INSTRUCTIONS,
+    }
 
 
 def system_prompt(job: dict[str, Any]) -> str:
@@ -71,10 +77,10 @@ class BatchLineEncoder:
             b',"method":"POST","url":"/v1/chat/completions","body":{"messages":[' + system
         )
         self._user = b',{"role":"user","content":'
-        self._tail = b"}]," + settings[1:] + b"}"
+        self._tail = b"}]," + settings[1:] + b"}\n"
 
     def encode(self, candidate_id: str, candidate_json: bytes) -> bytes:
-        """One request line (without newline) for a candidate already serialised as JSON."""
+        """One request line, newline included, for a candidate already serialised as JSON."""
         return b"".join(
             (
                 self._head,

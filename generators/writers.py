@@ -6,13 +6,13 @@ Memory stays flat: at most `2 x workers` chunks are in flight whatever N is.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hashlib
 import multiprocessing
 import os
 import tempfile
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -97,35 +97,50 @@ def check_params(n: int, fmt: str, locale: str, as_of: str = DEFAULT_AS_OF) -> N
         ) from None
 
 
+class _ChunkRenderer:
+    """Renders chunks of records into one reused buffer.
+
+    Reusing the buffer keeps its pages resident: allocating ~8 MB afresh per chunk costs more
+    in page faults than rendering the records does.
+    """
+
+    def __init__(self, spec: _Spec) -> None:
+        builder = CandidateBuilder(spec.seed, spec.locale, spec.as_of)
+        self._build = builder.build_json
+        self._fmt = spec.fmt
+        self._buffer = bytearray(1 << 20)
+        if spec.fmt == "openai-batch":
+            self._encoder = BatchLineEncoder(
+                job(spec.seed, spec.locale), spec.model, spec.max_tokens
+            )
+
+    def render(self, start: int, stop: int) -> memoryview:
+        """Records start..stop-1, as they appear in the file; valid until the next call."""
+        buffer = self._buffer
+        build = self._build
+        encode = self._encoder.encode if self._fmt == "openai-batch" else None
+        lead = b"," if self._fmt == "json" else b""  # before every record but the first
+        trail = b"\n" if self._fmt == "jsonl" else b""  # batch lines end in a newline already
+        position = 0
+        for i in range(start, stop):
+            data = build(i) if encode is None else encode(candidate_id(i), build(i))
+            end = position + len(lead) + len(data) + len(trail)
+            if end > len(buffer):
+                buffer.extend(bytes(max(end - len(buffer), len(buffer))))
+            if lead and i:
+                buffer[position] = lead[0]
+                position += 1
+            buffer[position : position + len(data)] = data
+            position += len(data)
+            if trail:
+                buffer[position] = trail[0]
+                position += 1
+        return memoryview(buffer)[:position]
+
+
 @functools.lru_cache(maxsize=4)
-def _renderer(spec: _Spec) -> Callable[[int, int], bytes]:
-    builder = CandidateBuilder(spec.seed, spec.locale, spec.as_of)
-    build = builder.build_json
-    if spec.fmt == "json":
-
-        def render(start: int, stop: int) -> bytes:
-            body = b",".join([build(i) for i in range(start, stop)])
-            return body if start == 0 else b"," + body
-
-        return render
-    if spec.fmt == "jsonl":
-
-        def render(start: int, stop: int) -> bytes:
-            return b"\n".join([build(i) for i in range(start, stop)]) + b"\n"
-
-        return render
-    encoder = BatchLineEncoder(job(spec.seed, spec.locale), spec.model, spec.max_tokens)
-
-    def render(start: int, stop: int) -> bytes:
-        return b"".join(
-            [encoder.encode(candidate_id(i), build(i)) + b"\n" for i in range(start, stop)]
-        )
-
-    return render
-
-
-def _render_chunk(spec: _Spec, start: int, stop: int) -> bytes:
-    return _renderer(spec)(start, stop)
+def _renderer(spec: _Spec) -> _ChunkRenderer:
+    return _ChunkRenderer(spec)
 
 
 def write_dataset(
@@ -149,28 +164,40 @@ def write_dataset(
     path = Path(path)
     spec = _Spec(fmt, seed, locale, as_of, model, max_tokens)
     header = batch_header(n, seed, locale, as_of, model, max_tokens)
-    _renderer(spec)  # build the pools before forking, so workers inherit them
-    digest = hashlib.sha256()
-    written = 0
-    with _AtomicFile(path) as out:
-
-        def emit(data: bytes) -> None:
-            nonlocal written
-            out.write(data)
-            digest.update(data)
-            written += len(data)
-
-        if fmt == "json":
-            emit(orjson.dumps(header)[:-1] + b',"candidates":[')
-        for count, data in _chunks(spec, n, workers, chunk_size):
-            emit(data)
-            if progress is not None:
-                progress(count)
-        if fmt == "json":
-            emit(b"]}\n")
+    render = _renderer(spec).render  # build the tables before forking, so workers inherit them
+    head = orjson.dumps(header)[:-1] + b',"candidates":[' if fmt == "json" else b""
+    tail = b"]}\n" if fmt == "json" else b""
+    bounds = [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
+    digest = hashlib.sha256(head)
+    with _AtomicFile(path, size_hint=len(head) + n * _BYTES_HINT[fmt]) as out:
+        out.pwrite(head, 0)
+        offset = len(head)
+        if workers == 1 or len(bounds) == 1:
+            for start, stop in bounds:
+                data = render(start, stop)
+                out.pwrite(data, offset)
+                digest.update(data)
+                offset += len(data)
+                if progress is not None:
+                    progress(stop - start)
+        else:
+            for (start, stop), chunk_offset, size in _write_in_workers(
+                spec, bounds, workers, out, offset
+            ):
+                digest.update(os.pread(out.fd, size, chunk_offset))
+                offset = chunk_offset + size
+                if progress is not None:
+                    progress(stop - start)
+        out.pwrite(tail, offset)
+        digest.update(tail)
+        out.size = offset + len(tail)
     if fmt == "jsonl":
         _write_sidecar(path, header)
-    return DatasetInfo(path, fmt, n, written, digest.hexdigest(), seed, locale)
+    return DatasetInfo(path, fmt, n, out.size, digest.hexdigest(), seed, locale)
+
+
+# Generous bytes per record, to preallocate (ext4 writes ~10x cheaper into allocated extents).
+_BYTES_HINT = {"json": 9_500, "jsonl": 9_500, "openai-batch": 15_000}
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
@@ -180,55 +207,112 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
 
 
 def _write_sidecar(path: Path, header: dict) -> None:
+    data = orjson.dumps(header, option=orjson.OPT_INDENT_2) + b"\n"
     with _AtomicFile(sidecar_path(path)) as out:
-        out.write(orjson.dumps(header, option=orjson.OPT_INDENT_2) + b"\n")
+        out.pwrite(data, 0)
+        out.size = len(data)
 
 
-def _chunks(spec: _Spec, n: int, workers: int, chunk_size: int):
-    """(count, bytes) of each chunk in order; rendered by a bounded window of worker tasks."""
-    bounds = [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
-    if workers == 1 or len(bounds) == 1:
+def _write_in_workers(spec: _Spec, bounds: list[tuple[int, int]], workers: int, out, offset: int):
+    """Workers render chunks and pwrite them themselves; yields (bounds, offset, size) in order.
+
+    Worker k owns chunks k, k+W, ...; it reports a chunk's size, gets its offset (assigned in
+    chunk order here), writes, and acknowledges. Only sizes cross the pipes, never the data.
+    """
+    context = multiprocessing.get_context("fork")
+    links = []
+    for index in range(workers):
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=_worker, args=(spec, bounds[index::workers], out.fd, theirs), daemon=True
+        )
+        process.start()
+        theirs.close()
+        links.append((process, ours))
+    try:
+        for number, chunk in enumerate(bounds):
+            process, link = links[number % workers]
+            size = _expect(link, "size", out.path)
+            link.send(offset)
+            _expect(link, "written", out.path)
+            yield chunk, offset, size
+            offset += size
+    finally:
+        for process, link in links:
+            link.close()
+            if process.is_alive():
+                process.terminate()
+            process.join()
+
+
+def _worker(spec: _Spec, bounds: list[tuple[int, int]], fd: int, link) -> None:
+    try:
+        render = _renderer(spec).render
         for start, stop in bounds:
-            yield stop - start, _render_chunk(spec, start, stop)
-        return
-    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(workers) as pool:
-        pending: deque = deque()
-        upcoming = iter(bounds)
-        for start, stop in upcoming:
-            pending.append((stop - start, pool.apply_async(_render_chunk, (spec, start, stop))))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            count, result = pending.popleft()
-            data = result.get()
-            for start, stop in upcoming:
-                pending.append((stop - start, pool.apply_async(_render_chunk, (spec, start, stop))))
-                break
-            yield count, data
+            data = render(start, stop)
+            link.send(("size", len(data)))
+            offset = link.recv()
+            _pwrite_all(fd, data, offset)
+            link.send(("written", None))
+    except OSError as exc:
+        link.send(("oserror", (exc.errno, exc.strerror)))
+    except (EOFError, BrokenPipeError):
+        pass  # the parent stopped early; it cleans up
+    except BaseException as exc:
+        link.send(("error", repr(exc)))
+
+
+def _expect(link, kind: str, path: Path) -> int:
+    try:
+        got, value = link.recv()
+    except EOFError:
+        raise GenerationError(f"a generator worker died while writing {path}") from None
+    if got == kind:
+        return value
+    if got == "oserror":
+        error = OSError(*value)
+        raise GenerationError(_describe_os_error(error, path))
+    raise GenerationError(f"a generator worker failed while writing {path}: {value}")
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
 
 
 class _AtomicFile:
-    """A temp file beside the target, renamed over it only when everything was written."""
+    """A temp file beside the target, renamed over it only when everything was written.
 
-    def __init__(self, path: Path) -> None:
+    Writes are positional (pwrite), so worker processes can share the descriptor; `size` set by
+    the writer is the final length (the preallocated excess is truncated away).
+    """
+
+    def __init__(self, path: Path, size_hint: int = 0) -> None:
         self.path = path
+        self.size_hint = size_hint
+        self.size = 0
 
     def __enter__(self) -> _AtomicFile:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(
+            self.fd, self._tmp = tempfile.mkstemp(
                 prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent
             )
         except OSError as exc:
             raise GenerationError(_describe_os_error(exc, self.path)) from None
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the dataset from others
-        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        os.fchmod(self.fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the dataset from others
+        if self.size_hint and hasattr(os, "posix_fallocate"):
+            # unsupported here, or not that much room: plain writes still work
+            with contextlib.suppress(OSError):
+                os.posix_fallocate(self.fd, 0, self.size_hint)
         return self
 
-    def write(self, data: bytes) -> None:
+    def pwrite(self, data: bytes, offset: int) -> None:
         try:
-            self._file.write(data)
+            _pwrite_all(self.fd, data, offset)
         except OSError as exc:
             raise GenerationError(_describe_os_error(exc, self.path)) from None
 
@@ -236,9 +320,9 @@ class _AtomicFile:
         ok = exc_type is None
         try:
             if ok:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            self._file.close()
+                os.ftruncate(self.fd, self.size)
+                os.fsync(self.fd)
+            os.close(self.fd)
             if ok:
                 os.replace(self._tmp, self.path)
         except OSError as error:

@@ -121,9 +121,11 @@ def test_profiles_are_internally_consistent(batch: Path) -> None:
         assert c["applied_at"] <= generators.DEFAULT_AS_OF
 
 
-def test_sizes_match_the_production_files_within_ten_percent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("seed", [0, 2])
+def test_sizes_match_the_production_files_within_ten_percent(tmp_path: Path, seed: int) -> None:
     for n, production_bytes in PRODUCTION_SIZES.items():
-        info = generators.write_dataset(tmp_path / f"candidates-batch-{n}.json", n, workers=2)
+        path = tmp_path / f"candidates-batch-{n}.json"
+        info = generators.write_dataset(path, n, seed=seed, workers=2)
         assert abs(info.bytes / production_bytes - 1) <= 0.10, (n, info.bytes)
 
 
