@@ -37,8 +37,8 @@ def naive_candidate(fake: Faker, i: int) -> dict:
                 "start_date": start.strftime("%Y-%m"),
                 "end_date": fake.date_between(start, "today").strftime("%Y-%m"),
                 "current": False,
-                "description": fake.paragraph(nb_sentences=4),
-                "highlights": [fake.sentence(nb_words=16) for _ in range(fake.random_int(2, 4))],
+                "description": fake.paragraph(nb_sentences=5),
+                "highlights": [fake.sentence(nb_words=18) for _ in range(fake.random_int(2, 4))],
                 "skills_used": [fake.word(), fake.word()],
             }
         )
@@ -81,9 +81,12 @@ def naive_candidate(fake: Faker, i: int) -> dict:
         "screening_answers": [{"question": fake.sentence(), "answer": fake.paragraph()}],
     }
     record["resume_text"] = "\n".join(
-        [fake.name(), fake.paragraph(nb_sentences=6)]
-        + [f"{r['title']} - {r['company']}\n{r['description']}" for r in roles]
-        + [fake.paragraph(nb_sentences=4)]
+        [fake.name(), fake.paragraph(nb_sentences=8)]
+        + [
+            f"{r['title']} - {r['company']}\n{r['description']}\n" + "\n".join(r["highlights"])
+            for r in roles
+        ]
+        + [fake.paragraph(nb_sentences=6), ", ".join(fake.words(nb=20))]
     )
     return record
 

@@ -52,6 +52,8 @@ class Pools:
     salary_scale: float
     first_names: tuple[str, ...]
     last_names: tuple[str, ...]
+    first_slugs: tuple[str, ...]
+    last_slugs: tuple[str, ...]
     cities: tuple[str, ...]
     regions: tuple[str, ...]
     companies: tuple[str, ...]
@@ -78,14 +80,18 @@ def pools(seed: int, locale: str = "en_US") -> Pools:
     fake.seed_instance(seed)
     country_code = locale.split("_")[-1].upper() if "_" in locale else "US"
     currency, scale = _CURRENCIES.get(country_code, ("USD", 1.0))
+    first_names = _unique(fake.first_name, POOL_SIZE)
+    last_names = _unique(fake.last_name, POOL_SIZE)
     return Pools(
         locale=locale,
         country=_country(fake, country_code),
         country_code=country_code,
         currency=currency,
         salary_scale=scale,
-        first_names=_unique(fake.first_name, POOL_SIZE),
-        last_names=_unique(fake.last_name, POOL_SIZE),
+        first_names=first_names,
+        last_names=last_names,
+        first_slugs=tuple(slug(name) for name in first_names),
+        last_slugs=tuple(slug(name) for name in last_names),
         cities=_unique(fake.city, POOL_SIZE // 2),
         regions=_unique(_region_source(fake), 40),
         companies=_unique(fake.company, POOL_SIZE),

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from generators import _vocab as v
-from generators._pools import Pools, pools, slug
+from generators._pools import Pools, pools
 
 DEFAULT_AS_OF = "2026-01-01T00:00:00Z"
 IN_FAMILY_SHARE = 0.7  # share of applicants from the job's own family; the rest apply across
@@ -335,10 +335,12 @@ class CandidateBuilder:
         role_texts = t.role_texts[family_name]
         companies = p.companies
         cities = p.cities
-        first = p.first_names[int(rnd() * len(p.first_names))]
-        last = p.last_names[int(rnd() * len(p.last_names))]
+        first_index = int(rnd() * len(p.first_names))
+        last_index = int(rnd() * len(p.last_names))
+        first, last = p.first_names[first_index], p.last_names[last_index]
         full_name = f"{first} {last}"
-        name_slug = slug(full_name) or "candidate"
+        first_slug, last_slug = p.first_slugs[first_index], p.last_slugs[last_index]
+        name_slug = f"{first_slug}-{last_slug}".strip("-") or "candidate"
         city = cities[int(rnd() * len(cities))]
 
         # Career: total months split into ordered, non-overlapping roles with short gaps.
