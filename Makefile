@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/harness gen --preset 10k --out runs/demo-data
+	$(BIN)/harness scale --n 10k --oom-at 50%
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,211 @@
+"""`harness scale`: a whole batch through a server, surviving OOMs, verified exactly once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from harness.commands.gen import parse_count
+from harness.errors import UserError
+from harness.scale import MODES, ScaleConfig, resume_scale, run_ladder, run_scale
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "scale",
+        help="drive a whole batch through a server, surviving OOM, verified exactly once",
+        description="Generate (or reuse) a batch, push every request through a server as "
+        "production does (client-side or the Batch API), sample memory, inject OOM kills, "
+        "verify each candidate has exactly one result, and write a run directory and report. "
+        "Without --target, a supervised reference server is started on 127.0.0.1.",
+    )
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--n", type=parse_count, help="candidates to send (e.g. 10000, 170k)")
+    what.add_argument(
+        "--dataset", metavar="FILE", help="send an existing dataset (any `harness gen` format)"
+    )
+    what.add_argument(
+        "--ladder",
+        type=_sizes,
+        metavar="SIZES",
+        help="run growing sizes (e.g. 5k,10k,50k) and extrapolate to --ladder-to",
+    )
+    what.add_argument(
+        "--resume", metavar="RUN_DIR", help="finish an interrupted run: send only what is missing"
+    )
+    parser.add_argument(
+        "--limit", type=parse_count, help="with --dataset: send only its first N requests"
+    )
+    parser.add_argument(
+        "--target",
+        metavar="URL",
+        help="a running server (loopback only), e.g. http://127.0.0.1:11434; "
+        "default: the embedded reference server",
+    )
+    parser.add_argument("--mode", choices=MODES, default=None, help="client (default) or batch-api")
+    parser.add_argument(
+        "--oom-at",
+        type=_points,
+        metavar="POINTS",
+        help="inject an OOM kill at these points of progress, e.g. 25%%,60%%",
+    )
+    parser.add_argument(
+        "--speed",
+        type=_speed,
+        help="embedded server: divide its simulated latency by this (default: max, no delay)",
+    )
+    parser.add_argument("--concurrency", type=int, help="requests in flight (default 64)")
+    parser.add_argument(
+        "--chunk-size", type=parse_count, help="batch-api: requests per batch (default 5000)"
+    )
+    parser.add_argument("--seed", type=int, help="dataset seed (default 0)")
+    parser.add_argument("--run-dir", metavar="DIR", help="run directory (default runs/scale-...)")
+    parser.add_argument(
+        "--runs-root", metavar="DIR", help="where runs and the dataset cache go (default runs)"
+    )
+    parser.add_argument(
+        "--cache-dir", metavar="DIR", help="generated datasets (default <runs-root>/datasets)"
+    )
+    parser.add_argument("--model", help="model name to send instead of the dataset's")
+    parser.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="environment variable holding the target's API key (never stored)",
+    )
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for the embedded server, repeatable, e.g. --server-arg=--profile=...",
+    )
+    parser.add_argument(
+        "--max-failed-rate",
+        type=float,
+        help="share of candidates allowed a final error before the run fails (default 0)",
+    )
+    parser.add_argument(
+        "--ladder-to",
+        type=parse_count,
+        default=170_000,
+        help="size the ladder extrapolates to (default 170k)",
+    )
+    parser.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        fixed = [
+            name
+            for name in (
+                "dataset",
+                "limit",
+                "mode",
+                "oom_at",
+                "speed",
+                "chunk_size",
+                "seed",
+                "run_dir",
+                "model",
+                "max_failed_rate",
+            )
+            if getattr(args, name) is not None
+        ]
+        if fixed or args.server_arg:
+            raise UserError(
+                "--resume finishes a run with its own settings; only --concurrency, --target, "
+                "--api-key-env and --no-report may change (drop "
+                + ", ".join(f"--{n.replace('_', '-')}" for n in fixed or ["server-arg"])
+                + ")"
+            )
+        outcome = resume_scale(
+            args.resume,
+            concurrency=args.concurrency,
+            target=args.target,
+            api_key=_api_key(args),
+            report=False if args.no_report else None,
+        )
+        return 0 if outcome.ok else 1
+    config = _config(args)
+    if args.ladder is not None:
+        document = run_ladder(args.ladder, config, target_n=args.ladder_to)
+        return 0 if all(rung["ok"] for rung in document["rungs"]) else 1
+    return 0 if run_scale(config).ok else 1
+
+
+def _config(args: argparse.Namespace) -> ScaleConfig:
+    if args.limit is not None and args.dataset is None:
+        raise UserError("--limit applies to --dataset; use --n to choose a generated size")
+    api_key = _api_key(args)
+    settings: dict[str, Any] = {
+        "n": args.limit if args.dataset is not None else args.n,
+        "mode": args.mode,
+        "target": args.target,
+        "dataset": args.dataset,
+        "seed": args.seed,
+        "oom_at": args.oom_at,
+        "speed": args.speed,
+        "concurrency": args.concurrency,
+        "chunk_size": args.chunk_size,
+        "model": args.model,
+        "api_key": api_key,
+        "server_args": tuple(args.server_arg),
+        "max_failed_rate": args.max_failed_rate,
+        "runs_root": args.runs_root,
+        "cache_dir": args.cache_dir,
+        "run_dir": args.run_dir,
+        "report": not args.no_report,
+    }
+    if args.dataset is not None and args.limit is None:
+        settings["n"] = None  # the whole file
+        return ScaleConfig(**{k: v for k, v in settings.items() if v is not None or k == "n"})
+    return ScaleConfig(**{k: v for k, v in settings.items() if v is not None})
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    if not args.api_key_env:
+        return None
+    api_key = os.environ.get(args.api_key_env)
+    if not api_key:
+        raise UserError(f"--api-key-env {args.api_key_env}: that variable is not set or empty")
+    return api_key
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = [parse_count(part) for part in text.split(",") if part.strip()]
+    if any(n <= 0 for n in sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: ladder sizes must be positive")
+    return sizes
+
+
+def _points(text: str) -> tuple[float, ...]:
+    """25%,60% (or 0.25,0.6) -> (0.25, 0.6)."""
+    points = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            value = float(part[:-1]) / 100 if part.endswith("%") else float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a point of progress; write e.g. 25%,60%"
+            ) from None
+        if not 0 < value < 1:
+            raise argparse.ArgumentTypeError(f"{part!r} must lie strictly between 0% and 100%")
+        points.append(value)
+    return tuple(points)
+
+
+def _speed(text: str) -> float | None:
+    if text.strip().lower() in ("max", "inf"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--speed {text!r}: write a factor (e.g. 10) or max"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"--speed {text!r} must be positive")
+    return value

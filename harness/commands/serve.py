@@ -1,0 +1,198 @@
+"""`harness serve`: the reference inference server (OpenAI + Ollama APIs on a simulated GPU)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from pathlib import Path
+
+from harness.errors import UserError
+
+_GIB = 1024**3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the reference inference server (simulated GPU, OpenAI + Ollama APIs)",
+        description=(
+            "A self-contained OpenAI/Ollama-compatible server that simulates GPU memory, latency "
+            "and OOM, with a persistent Batch API. Binds 127.0.0.1:8000 by default."
+        ),
+    )
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    add("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    add("--profile", default=None, help="simulated model + GPU (see --list-profiles)")
+    add(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override one profile field, e.g. --set max_num_seqs=256 (repeatable)",
+    )
+    add("--list-profiles", action="store_true", help="print the profiles and exit")
+    add(
+        "--speed",
+        default="1",
+        help="divide every simulated delay by this factor; 'max' = no delay (default 1)",
+    )
+    add(
+        "--oom",
+        choices=("error", "kill"),
+        default="error",
+        help="on simulated OOM: answer 500 with CUDA's message and go on (error), "
+        "or die of SIGKILL like the kernel OOM killer (kill)",
+    )
+    add(
+        "--host-memory",
+        action="store_true",
+        help="really hold host RAM in proportion to the simulated KV cache",
+    )
+    add(
+        "--host-memory-ratio",
+        type=float,
+        default=1 / 16,
+        metavar="R",
+        help="bytes of host RAM held per byte of simulated KV cache (default 0.0625)",
+    )
+    add("--data-dir", type=Path, default=None, help="where files and batches persist")
+    add("--api-key", default=os.environ.get("HARNESS_API_KEY"), help="require this bearer key")
+    add(
+        "--admin-token",
+        default=os.environ.get("HARNESS_ADMIN_TOKEN"),
+        help="enable POST /admin/faults with this bearer token (or HARNESS_ADMIN_TOKEN)",
+    )
+    add(
+        "--load-time",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="simulated model load; /health/ready answers 503 until it ends (default 0)",
+    )
+    add(
+        "--served-model-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="model name(s) to answer to (default: the profile's names)",
+    )
+    add(
+        "--context-strategy",
+        choices=("sliding_window", "importance", "hybrid", "aggressive"),
+        default="hybrid",
+        help="how running contexts are trimmed (default hybrid)",
+    )
+    add("--trim-every", type=int, default=50, metavar="N", help="trim every N requests (0: never)")
+    add(
+        "--trim-threshold",
+        type=float,
+        default=0.875,
+        metavar="F",
+        help="trim when a context passes this share of the context limit (default 0.875)",
+    )
+    add(
+        "--vram-warning",
+        type=float,
+        default=0.90,
+        metavar="F",
+        help="trim aggressively when simulated VRAM passes this share (default 0.90)",
+    )
+    add("--max-body-mb", type=float, default=32, help="JSON body limit in MiB (default 32)")
+    add("--max-file-mb", type=float, default=8192, help="upload limit in MiB (default 8192)")
+    add("--seed", type=int, default=0, help="seed of the injected error-rate fault")
+    add("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    add("--access-log", action="store_true", help="log every request (slower)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.server import DEFAULT_PROFILE, PROFILES, ServerConfig, serve
+    from harness.server.config import MiB, default_data_dir
+    from harness.server.context import ContextPolicy
+    from harness.server.simulator import parse_speed
+
+    if args.list_profiles:
+        _print_profiles(PROFILES)
+        return 0
+    name = args.profile or DEFAULT_PROFILE
+    if name not in PROFILES:
+        raise UserError(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}")
+    try:
+        profile = PROFILES[name].with_overrides(dict(_pair(s) for s in args.set))
+    except ValueError as exc:
+        raise UserError(f"--set: {exc}") from None
+    try:
+        speed = parse_speed(args.speed)
+    except ValueError:
+        raise UserError(f"--speed {args.speed!r}: give a positive number or 'max'") from None
+    _check_loopback(args.host)
+    _check_share("--trim-threshold", args.trim_threshold)
+    _check_share("--vram-warning", args.vram_warning)
+    if args.host_memory and not args.host_memory_ratio > 0:
+        raise UserError("--host-memory-ratio must be positive, e.g. 0.0625")
+    if args.load_time < 0 or args.trim_every < 0 or not 0 <= args.port <= 65535:
+        raise UserError("--load-time and --trim-every must not be negative; --port is 0-65535")
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        profile=profile,
+        speed=speed,
+        oom=args.oom,
+        host_memory_ratio=args.host_memory_ratio if args.host_memory else 0.0,
+        data_dir=args.data_dir or default_data_dir(),
+        api_key=args.api_key or None,
+        admin_token=args.admin_token or None,
+        load_time_s=args.load_time,
+        served_model_names=tuple(args.served_model_name),
+        context=ContextPolicy(
+            strategy=args.context_strategy,
+            trim_every=args.trim_every,
+            threshold=args.trim_threshold,
+            vram_warning=args.vram_warning,
+        ),
+        max_body_bytes=int(args.max_body_mb * MiB),
+        max_file_bytes=int(args.max_file_mb * MiB),
+        seed=args.seed,
+    )
+    serve(config, log_level=args.log_level, access_log=args.access_log)
+    return 0
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UserError(f"--set {text!r}: write FIELD=VALUE, e.g. --set max_num_seqs=16")
+    return key.strip(), value.strip()
+
+
+def _check_loopback(host: str) -> None:
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise UserError(
+            f"--host {host}: the reference server binds loopback addresses only "
+            "(127.0.0.1, ::1 or localhost)"
+        )
+
+
+def _check_share(flag: str, value: float) -> None:
+    if not 0 < value <= 1:
+        raise UserError(f"{flag} {value}: give a share between 0 and 1, e.g. 0.9")
+
+
+def _print_profiles(profiles: dict) -> None:
+    header = f"{'profile':<20} {'model':<14} {'weights':>8} {'VRAM':>7} {'KV/token':>9} "
+    print(header + f"{'KV tokens':>10} {'seqs':>5}  description")
+    for p in profiles.values():
+        print(
+            f"{p.name:<20} {p.model:<14} {p.weights_bytes / _GIB:>6.2f}Gi "
+            f"{p.vram_total_bytes / _GIB:>5.1f}Gi "
+            f"{p.kv_bytes_per_token // 1024:>6}KiB {p.kv_capacity_tokens:>10} {p.max_num_seqs:>5}  "
+            f"{p.description}"
+        )

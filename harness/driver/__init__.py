@@ -1,0 +1,35 @@
+"""The batch driver: every request of a dataset through a server, exactly once, surviving OOMs.
+
+    config = DriverConfig(url="http://127.0.0.1:8000", concurrency=64)
+    driver = ClientDriver(config, run_dir, Checkpoint(run_dir.path))
+    stats = asyncio.run(driver.run(generators.iter_requests(path)))
+
+`ClientDriver` sends requests itself (bounded, adaptive concurrency); `BatchApiDriver` uploads them
+to /v1/batches. Both checkpoint each result to results.jsonl as it arrives, so a resumed run sends
+only what is missing; `verify` checks that every custom_id has exactly one result.
+"""
+
+from harness.driver.batch_api import BatchApiDriver, BatchConfig
+from harness.driver.checkpoint import Checkpoint, IdSet, verify
+from harness.driver.client import ClientDriver, DriverConfig, DriverStats, TargetRejected
+from harness.driver.degrade import Degrader
+from harness.driver.errors import Failure, classify_exception, classify_response
+from harness.driver.ready import Readiness, TargetUnavailable
+
+__all__ = [
+    "BatchApiDriver",
+    "BatchConfig",
+    "Checkpoint",
+    "ClientDriver",
+    "Degrader",
+    "DriverConfig",
+    "DriverStats",
+    "Failure",
+    "IdSet",
+    "Readiness",
+    "TargetRejected",
+    "TargetUnavailable",
+    "classify_exception",
+    "classify_response",
+    "verify",
+]

@@ -1,0 +1,191 @@
+"""The checkpoint: results.jsonl, one line per finished custom_id, appended as each result arrives.
+
+A driver killed at any instant loses at most the line it was writing; `--resume` truncates that torn
+line, skips every custom_id already there, and sends only the rest, so nothing is lost or repeated.
+Lines follow the OpenAI Batch output shape, with `custom_id` and `ok` first so ids can be read
+without parsing whole responses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from generators import iter_requests
+from harness.rundir import JsonlWriter
+
+RESULTS = "results.jsonl"
+
+_HEAD = re.compile(rb'^\{"custom_id":("(?:[^"\\]|\\.)*")(?:,"ok":(true|false))?')
+
+
+def repair_jsonl(path: str | os.PathLike[str]) -> int:
+    """Cut a torn last line (no trailing newline) so appends start clean; returns bytes dropped."""
+    try:
+        handle = open(path, "r+b")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return 0
+    with handle:
+        size = handle.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            handle.seek(start)
+            block = handle.read(end - start)
+            if end == size and block.endswith(b"\n"):
+                return 0
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        else:
+            keep = 0
+        handle.truncate(keep)
+        return size - keep
+
+
+def read_ids(path: str | os.PathLike[str]) -> Iterator[tuple[str, bool]]:
+    """(custom_id, ok) of every complete line of a results file, in file order."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return
+    with handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break  # torn by a kill: that result never counted
+            match = _HEAD.match(line)
+            if match and match.group(2):
+                yield orjson.loads(match.group(1)), match.group(2) == b"true"
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "custom_id" in record:
+                ok = record.get("ok")
+                if ok is None:
+                    ok = record.get("error") is None
+                yield record["custom_id"], bool(ok)
+
+
+def dataset_ids(path: str | os.PathLike[str]) -> Iterator[str]:
+    """Every custom_id of a dataset in order, reading OpenAI Batch lines without parsing bodies."""
+    with open(path, "rb") as handle:
+        head = handle.readline()
+    if not _HEAD.match(head):
+        for custom_id, _ in iter_requests(path):
+            yield custom_id
+        return
+    with open(path, "rb") as handle:
+        for line in handle:
+            match = _HEAD.match(line)
+            if match:
+                yield orjson.loads(match.group(1))
+            elif line.strip():
+                yield orjson.loads(line)["custom_id"]
+
+
+class IdSet:
+    """A set of custom_ids in 8 bytes each (64-bit hashes, sorted), so 170K ids cost ~1.4 MB.
+
+    Two distinct ids share a hash with probability ~n²/2⁶⁵ (about 1e-9 at 170K).
+    """
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        self._hashes = _distinct_sorted(hash(i) for i in ids)
+
+    def __contains__(self, custom_id: object) -> bool:
+        return _holds(self._hashes, hash(custom_id))
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+
+def verify(expected: Iterable[str], results: str | os.PathLike[str]) -> dict[str, int]:
+    """Exactly-once check: {expected, received, lost, duplicated, unexpected, failed}.
+
+    received counts distinct ids with a result; duplicated counts extra lines for an id.
+    """
+    lines = array("q")
+    failed = 0
+    for custom_id, ok in read_ids(results):
+        lines.append(hash(custom_id))
+        failed += not ok
+    received = _distinct_sorted(lines)
+    wanted = _distinct_sorted(hash(i) for i in expected)
+    present = sum(_holds(received, h) for h in wanted)
+    return {
+        "expected": len(wanted),
+        "received": len(received),
+        "lost": len(wanted) - present,
+        "duplicated": len(lines) - len(received),
+        "unexpected": len(received) - present,
+        "failed": failed,
+    }
+
+
+def _distinct_sorted(hashes: Iterable[int]) -> array[int]:
+    return array("q", (h for h, _ in itertools.groupby(sorted(hashes))))
+
+
+def _holds(hashes: array[int], h: int) -> bool:
+    k = bisect_left(hashes, h)
+    return k < len(hashes) and hashes[k] == h
+
+
+class Checkpoint:
+    """Appender for results.jsonl in a run directory; one flushed line per result."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(run_dir) / RESULTS
+        self.torn_bytes = repair_jsonl(self.path)
+        self._writer = JsonlWriter(self.path)
+
+    def completed(self) -> IdSet:
+        """Every custom_id that already has a result (ok or a final error)."""
+        return IdSet(custom_id for custom_id, _ in read_ids(self.path))
+
+    def append(
+        self,
+        custom_id: str,
+        *,
+        status: int | None,
+        body: Any = None,
+        error: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Record the final outcome of one custom_id (success: error is None)."""
+        response = (
+            None
+            if status is None
+            else {"status_code": status, "request_id": request_id, "body": body}
+        )
+        self._writer.write(
+            {
+                "custom_id": custom_id,
+                "ok": error is None,
+                "id": f"res_{request_id or custom_id}",
+                "response": response,
+                "error": error,
+            }
+        )
+
+    def append_raw(self, record: dict[str, Any]) -> None:
+        """Record an OpenAI Batch output or error line as received, adding `ok` up front."""
+        error = record.get("error")
+        response = record.get("response") or {}
+        ok = error is None and 200 <= int(response.get("status_code") or 0) < 300
+        self._writer.write({"custom_id": record["custom_id"], "ok": ok, **record})
+
+    def close(self) -> None:
+        self._writer.close()

@@ -1,0 +1,371 @@
+"""Client-side batch driver: every request of a dataset through any OpenAI-compatible server.
+
+For servers with no Batch API (Ollama, vLLM online, llama.cpp). A fixed pool of worker tasks pulls
+from one streamed request iterator, so memory holds at most `concurrency` requests whatever N is;
+`concurrency` connections stay alive across requests. Each finished custom_id is checkpointed at
+once; every attempt is one line of requests.jsonl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from harness.driver.checkpoint import Checkpoint
+from harness.driver.degrade import Degrader
+from harness.driver.errors import (
+    CONNECTION,
+    HTTP_4XX,
+    OOM_ERROR,
+    Failure,
+    classify_exception,
+    classify_response,
+)
+from harness.driver.ready import Readiness, detect_health_url
+from harness.errors import UserError
+from harness.rundir import REQUESTS, RunDir
+
+Request = tuple[str, dict[str, Any]]
+_SHARD = 8  # connections per AsyncClient
+_REJECTIONS_BEFORE_STOP = 8
+
+
+@dataclass
+class DriverConfig:
+    """Where to send and how hard to push; defaults suit a local GPU server."""
+
+    url: str
+    concurrency: int = 32
+    path: str = "/v1/chat/completions"
+    health_url: str | None = None  # None: the first of /health/ready, /health, /v1/models
+    api_key: str | None = None
+    request_timeout_s: float = 300.0
+    ready_timeout_s: float = 300.0
+    max_attempts: int = 5  # per request, for timeouts, 5xx and 429
+    # per request, for deaths and OOMs: a request that kills the server every time must stop
+    max_outage_attempts: int = 10
+    backoff_initial_s: float = 0.25
+    backoff_max_s: float = 10.0
+    restore_after: int | None = None
+    restore_step: int | None = None
+
+
+@dataclass
+class DriverStats:
+    """What a run did: results by outcome and attempts by failure cause."""
+
+    done: int = 0
+    ok: int = 0
+    failed: int = 0
+    attempts: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    outages: int = 0
+    seconds: float = 0.0
+
+
+class ClientDriver:
+    """Drives requests with bounded, adaptive concurrency; survives OOMs and target deaths."""
+
+    def __init__(
+        self,
+        config: DriverConfig,
+        run_dir: RunDir,
+        checkpoint: Checkpoint,
+        *,
+        on_attempt: Callable[[bool, float], None] | None = None,
+        on_result: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.checkpoint = checkpoint
+        self.stats = DriverStats()
+        self.degrader = Degrader(
+            config.concurrency,
+            restore_after=config.restore_after,
+            restore_step=config.restore_step,
+            event=run_dir.event,
+        )
+        self._slots = _Slots(config.concurrency)
+        self.degrader.on_change(self._slots.set_limit)
+        self._on_attempt = on_attempt
+        self._on_result = on_result
+        self._requests_log = run_dir.writer(REQUESTS)
+        self._held: list[tuple[str, httpx.Response | None, Any, Failure]] = []
+
+    @property
+    def concurrency(self) -> int:
+        return self._slots.limit
+
+    async def run(self, requests: Iterable[Request]) -> DriverStats:
+        """Send every request once to completion (or final failure); return the stats."""
+        config = self.config
+        headers = {"content-type": "application/json"}
+        if config.api_key:
+            headers["authorization"] = f"Bearer {config.api_key}"
+        timeout = httpx.Timeout(config.request_timeout_s, connect=10.0, pool=None)
+        started = time.monotonic()
+        tls = ssl.create_default_context()  # one for all shards: each costs ~20 ms to build
+        async with contextlib.AsyncExitStack() as stack:
+            # httpcore scans its whole pool on every request: small pools keep that cheap.
+            shards = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(
+                        base_url=config.url,
+                        headers=headers,
+                        timeout=timeout,
+                        verify=tls,
+                        limits=httpx.Limits(
+                            max_connections=_SHARD, max_keepalive_connections=_SHARD
+                        ),
+                    )
+                )
+                for _ in range(-(-config.concurrency // _SHARD))
+            ]
+            probe = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    headers=headers, limits=httpx.Limits(max_connections=2), verify=tls
+                )
+            )
+            health_url = config.health_url or await detect_health_url(probe, config.url)
+            if health_url is None:
+                raise UserError(
+                    f"nothing answers at {config.url}; start the server or fix --target"
+                )
+            self._ready = Readiness(
+                probe,
+                health_url,
+                deadline_s=config.ready_timeout_s,
+                event=self.run_dir.event,
+                on_outage=self._outage_confirmed,
+            )
+            source = iter(requests)
+            workers = [
+                asyncio.create_task(self._worker(source, shards[i // _SHARD]))
+                for i in range(config.concurrency)
+            ]
+            try:
+                await asyncio.gather(*workers)
+            finally:
+                for worker in workers:
+                    worker.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                await self._ready.close()
+                self.stats.outages = self._ready.outages
+                self.stats.seconds = time.monotonic() - started
+        return self.stats
+
+    async def _worker(self, source: Iterator[Request], client: httpx.AsyncClient) -> None:
+        for custom_id, body in source:
+            await self._complete(client, custom_id, orjson.dumps(body))
+
+    async def _complete(self, client: httpx.AsyncClient, custom_id: str, payload: bytes) -> None:
+        """Send one request until it has a final result; checkpoint that result."""
+        config = self.config
+        attempt = outage_attempts = other_attempts = 0
+        while True:
+            attempt += 1
+            await self._ready.wait()
+            await self._slots.acquire()
+            sent = time.time()
+            sent_mono = time.monotonic()
+            response: httpx.Response | None = None
+            try:
+                response = await client.post(config.path, content=payload)
+                failure = classify_response(
+                    response.status_code, response.content, response.headers
+                )
+            except httpx.TransportError as exc:
+                failure = classify_exception(exc)
+            finally:
+                self._slots.release()
+            finished = time.time()
+            body = self._record_attempt(custom_id, attempt, sent, finished, response, failure)
+            if failure is None:
+                self.degrader.succeeded()
+                self._finish(custom_id, response, body, None)
+                return
+            if failure.target_down:
+                outage_attempts += 1
+                self._outage(failure, sent_mono)
+            else:
+                other_attempts += 1
+            if (
+                not failure.retryable
+                or outage_attempts >= config.max_outage_attempts
+                or other_attempts >= config.max_attempts
+            ):
+                self._finish(custom_id, response, body, failure)
+                return
+            if failure.cause != CONNECTION or outage_attempts > 1:
+                # a first death is waited out by readiness; anything else backs off
+                await asyncio.sleep(self._backoff(failure, outage_attempts + other_attempts))
+
+    def _outage(self, failure: Failure, sent_mono: float) -> None:
+        """An OOM slows down at once; a cut connection first asks whether the target died."""
+        if failure.cause == OOM_ERROR:
+            self.degrader.overloaded(sent_mono, failure.cause)
+        else:
+            self._ready.down(failure.cause, sent_mono)
+
+    def _outage_confirmed(self, cause: str, sent_mono: float) -> None:
+        """The health URL failed too: the target died (not a keep-alive race), so slow down."""
+        self.degrader.overloaded(sent_mono, cause)
+
+    def _backoff(self, failure: Failure, retries: int) -> float:
+        if failure.retry_after_s is not None:
+            return min(failure.retry_after_s, self.config.backoff_max_s * 6)
+        ceiling = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** (retries - 1))
+        return random.uniform(ceiling / 2, ceiling)  # jitter: retries of one burst spread out
+
+    def _record_attempt(
+        self,
+        custom_id: str,
+        attempt: int,
+        sent: float,
+        finished: float,
+        response: httpx.Response | None,
+        failure: Failure | None,
+    ) -> Any:
+        """Append the attempt to requests.jsonl; return the parsed body of a success."""
+        body: Any = None
+        usage: dict[str, Any] = {}
+        if failure is None and response is not None:
+            try:
+                body = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                body = response.text
+            if isinstance(body, dict):
+                usage = body.get("usage") or {}
+        record = {
+            "t": sent,
+            "t_end": finished,
+            "id": custom_id,
+            "ok": failure is None,
+            "status": None if response is None else response.status_code,
+            "error": None if failure is None else failure.cause,
+            "latency_s": round(finished - sent, 6),
+            "ttft_s": None,
+            "itl_mean_s": None,
+            "tpot_s": None,
+            "prompt_tokens": usage.get("prompt_tokens"),
+            "output_tokens": usage.get("completion_tokens"),
+            "attempt": attempt,
+        }
+        if failure is not None:
+            record["message"] = failure.message
+            self.stats.failures[failure.cause] += 1
+        self.stats.attempts += 1
+        self._requests_log.write(record)
+        if self._on_attempt is not None:
+            self._on_attempt(failure is None, finished)
+        return body
+
+    def _finish(
+        self,
+        custom_id: str,
+        response: httpx.Response | None,
+        body: Any,
+        failure: Failure | None,
+    ) -> None:
+        """Checkpoint the final result, unless the failure says the whole run is misconfigured."""
+        if failure is not None and failure.status in (401, 403):
+            raise TargetRejected(failure, "check the API key (--api-key-env VAR)")
+        if failure is not None and failure.cause == HTTP_4XX and self.stats.ok == 0:
+            # Before any success a rejection most likely means every request will be rejected
+            # (wrong model, wrong endpoint): hold the first few back and stop, so a resume after
+            # the fix sends them again.
+            self._held.append((custom_id, response, body, failure))
+            if len(self._held) >= _REJECTIONS_BEFORE_STOP:
+                raise TargetRejected(failure, "check --model and the target URL")
+            return
+        self._record(custom_id, response, body, failure)
+        if failure is None and self._held:
+            held, self._held = self._held, []
+            for item in held:
+                self._record(*item)
+
+    def _record(
+        self,
+        custom_id: str,
+        response: httpx.Response | None,
+        body: Any,
+        failure: Failure | None,
+    ) -> None:
+        status = None if response is None else response.status_code
+        request_id = None
+        if response is not None:
+            request_id = response.headers.get("x-request-id")
+            if request_id is None and isinstance(body, dict):
+                request_id = body.get("id")
+        if failure is None:
+            self.checkpoint.append(custom_id, status=status, body=body, request_id=request_id)
+            self.stats.ok += 1
+        else:
+            error = {"code": failure.cause, "message": failure.message}
+            if response is not None:
+                try:
+                    body = orjson.loads(response.content)
+                except orjson.JSONDecodeError:
+                    body = response.text
+            self.checkpoint.append(custom_id, status=status, body=body, error=error)
+            self.stats.failed += 1
+        self.stats.done += 1
+        if self._on_result is not None:
+            self._on_result(custom_id, failure is None)
+
+
+class TargetRejected(Exception):
+    """The target rejects requests in a way no retry fixes (auth, wrong model): stop the run."""
+
+    def __init__(self, failure: Failure, hint: str) -> None:
+        super().__init__(f"the target answered {failure.status}: {failure.message}; {hint}")
+        self.failure = failure
+
+
+class _Slots:
+    """A semaphore whose limit can move while tasks wait; freed slots go to waiters in order."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self.in_use < self.limit and not self._waiters:
+            self.in_use += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # _wake counted the slot for us before resolving
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._wake()
+
+    def set_limit(self, limit: int) -> None:
+        self.limit = limit
+        self._wake()
+
+    def _wake(self) -> None:
+        while self.in_use < self.limit and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_use += 1
+                waiter.set_result(None)

@@ -1,0 +1,55 @@
+"""Loopback-only networking: free ports for local servers, and the loopback rule for traffic.
+
+Load, soak and chaos traffic goes only to this machine; a non-loopback target URL is refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from harness.errors import UserError
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost", "ip6-loopback"})
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on host right now (the OS picks it; bind soon after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when url is http(s) to 127.0.0.0/8, ::1 or localhost; names are never resolved."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_loopback_url(url: str, option: str = "URL") -> str:
+    """Return url when it is loopback, else raise UserError naming the option to fix."""
+    if not is_loopback_url(url):
+        raise UserError(
+            f"{option} {url!r} is not a loopback http(s) URL; the harness only sends traffic to "
+            "this machine: use http://127.0.0.1:PORT or http://localhost:PORT"
+        )
+    return url
+
+
+def url_origin(url: str) -> str:
+    """scheme://host:port of a URL: where a server's other endpoints (/metrics, /admin) live."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

@@ -1,0 +1,41 @@
+"""Human units on the command line: sizes ("512M", "1.5GiB") and durations ("60s", "5m", "0.1")."""
+
+from __future__ import annotations
+
+import re
+
+from harness.errors import UserError
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
+_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_bytes(text: str, option: str = "size") -> int:
+    """Bytes from "512M", "512MiB", "2g", "1048576"; K/M/G/T are powers of 1024, as Docker's are."""
+    match = _SIZE.match(text)
+    if not match:
+        raise UserError(f"{option} {text!r} is not a size; write e.g. 512M, 2G or 1048576 (bytes)")
+    number, unit, _ = match.groups()
+    return int(float(number) * 1024 ** _POWERS[unit.lower()])
+
+
+def parse_duration(text: str, option: str = "duration") -> float:
+    """Seconds from "60s", "5m", "1h", "250ms" or a bare number of seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise UserError(f"{option} {text!r} is not a duration; write e.g. 30s, 5m, 1h or 0.5")
+    number, unit = match.groups()
+    return float(number) * _SECONDS[unit.lower() if unit else None]
+
+
+def format_bytes(n: float | None) -> str:
+    """Short human size for messages: 530.2 MiB."""
+    if n is None:
+        return "unknown"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

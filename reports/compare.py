@@ -1,0 +1,403 @@
+"""Scale-regression check: one run's summary.json against a committed baseline.
+
+Each metric has a direction (throughput up is good; latency, memory, errors down), a threshold
+(allowed worsening: a share of the baseline, an absolute floor, the larger of both) and a verdict.
+Timing metrics are first scaled by the calibration ratio of the two machines, so a slower machine
+is not a regression: latency x (this speed / baseline speed), throughput / that ratio.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from harness.errors import UserError
+from harness.rundir import utc_iso
+from reports.formatting import format_metric
+from reports.summary import SCHEMA as SUMMARY_SCHEMA
+
+BASELINE_SCHEMA = "harness-baseline/1"
+HIGHER = "higher"
+LOWER = "lower"
+MIB = 1024 * 1024
+DEFAULT_MAX_ERROR_RATE = 0.05  # a run with more failed attempts fails whatever its baseline says
+
+OK, IMPROVED, NEW, UNMEASURED = "ok", "improved", "new", "unmeasured"
+REGRESSED, MISSING, OVER_LIMIT = "regressed", "missing", "over_limit"
+FAILING = frozenset({REGRESSED, MISSING, OVER_LIMIT})
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Allowed worsening: the larger of `rel` x |baseline| and `abs` (in the metric's unit)."""
+
+    rel: float = 0.0
+    abs: float = 0.0
+
+    def allowed(self, baseline: float) -> float:
+        return max(self.rel * abs(baseline), self.abs)
+
+    def describe(self, name: str) -> str:
+        parts = [f"{self.rel:.0%}"] if self.rel else []
+        if self.abs or not parts:
+            parts.append(format_metric(name, self.abs).lstrip("+"))
+        return " or ".join(parts)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one family of metrics is judged; `default`: compared without being asked for."""
+
+    pattern: str
+    direction: str
+    timing: bool
+    threshold: Threshold
+    default: bool = True
+    limit: float | None = None  # an absolute ceiling on the current value, whatever the baseline
+    optional: bool = (
+        False  # may go unmeasured (e.g. too short a run for a leak fit) without failing
+    )
+
+
+_LATENCY = Threshold(0.25, 0.005)
+_MEMORY = Threshold(0.10, 16 * MIB)
+_RECOVERY = Threshold(0.50, 0.5)
+_NONE_ALLOWED = Threshold(0.0, 0.0)
+
+# First match wins; specific patterns before the family-wide catch-alls.
+RULES: tuple[Rule, ...] = (
+    Rule("throughput.requests_per_s", HIGHER, True, Threshold(0.15)),
+    Rule("throughput.output_tokens_per_s", HIGHER, True, Threshold(0.15)),
+    Rule("throughput.*", HIGHER, True, Threshold(0.15), default=False),
+    Rule("latency.*.n", HIGHER, False, Threshold(0.0), default=False),
+    *(Rule(f"latency.*.{p}", LOWER, True, _LATENCY) for p in ("p50", "p95", "p99")),
+    Rule("latency.*", LOWER, True, _LATENCY, default=False),
+    Rule("errors.rate", LOWER, False, Threshold(0.0, 0.01), limit=DEFAULT_MAX_ERROR_RATE),
+    Rule("errors.*", LOWER, False, _NONE_ALLOWED, default=False),
+    *(
+        Rule(f"memory.{name}", LOWER, False, _MEMORY)
+        for name in ("peak_rss_bytes", "peak_pss_bytes", "peak_vram_bytes", "peak_sim_vram_bytes")
+    ),
+    Rule("memory.*", LOWER, False, _MEMORY, default=False),
+    Rule("leak.*.confirmed_mb_per_1k_requests", LOWER, False, Threshold(0.5, 1.0), optional=True),
+    Rule("leak.*.mb_per_1k_requests", LOWER, False, Threshold(0.5, 1.0), False, optional=True),
+    Rule("leak.*.mb_per_hour", LOWER, False, Threshold(0.5, 10.0), False, optional=True),
+    *(
+        Rule(f"recovery.seconds_to_{stage}.{p}", LOWER, True, _RECOVERY)
+        for stage in ("up", "ready", "first_success")
+        for p in ("p50", "max")
+    ),
+    Rule("recovery.unrecovered", LOWER, False, _NONE_ALLOWED),
+    Rule("recovery.requests_failed.total", LOWER, False, Threshold(1.0, 20)),
+    Rule("recovery.recovered", HIGHER, False, _NONE_ALLOWED, default=False),
+    Rule("recovery.incidents", LOWER, False, _NONE_ALLOWED, default=False),
+    Rule("recovery.*", LOWER, False, _RECOVERY, default=False),
+    Rule("results.lost", LOWER, False, _NONE_ALLOWED),
+    Rule("results.duplicated", LOWER, False, _NONE_ALLOWED),
+    Rule("results.*", HIGHER, False, _NONE_ALLOWED, default=False),
+    Rule("events.unexpected_exits", LOWER, False, _NONE_ALLOWED),
+    Rule("events.*", LOWER, False, _NONE_ALLOWED, default=False),
+)
+# Sections of summary.json that describe the run rather than measure it.
+_NOT_METRICS = frozenset({"schema", "generated_at", "run", "window", "calibration", "definitions"})
+_SPEC = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*%)?\s*,?\s*(\d+(?:\.\d+)?(?:e-?\d+)?)?\s*$")
+
+
+def rule_for(name: str) -> Rule | None:
+    return next((rule for rule in RULES if fnmatch.fnmatchcase(name, rule.pattern)), None)
+
+
+def flatten(summary: Mapping[str, Any]) -> dict[str, float]:
+    """Numeric leaves of summary.json as {"latency.e2e_s.p95": 0.84, ...} (lists are skipped)."""
+
+    def walk(node: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, float]]:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, Mapping):
+                yield from walk(value, f"{name}.")
+            elif _is_figure(value):
+                yield name, float(value)
+
+    return dict(walk({k: v for k, v in summary.items() if k not in _NOT_METRICS}, ""))
+
+
+def _is_figure(value: Any) -> bool:
+    """A number that was measured: not a bool, not NaN ("not measured")."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return is_number and value == value
+
+
+def parse_threshold(text: str) -> tuple[str, str]:
+    """`"latency.*=10%"` -> ("latency.*", "10%"); the spec is checked here, resolved later."""
+    pattern, sep, spec = text.partition("=")
+    if not sep or not pattern.strip() or not _spec_parts(spec):
+        raise UserError(
+            f"--threshold {text!r} is not METRIC=LIMIT; write e.g. latency.e2e_s.p95=10% "
+            "(relative), errors.rate=0.02 (absolute) or 'latency.*=20%,0.01' (the larger)"
+        )
+    return pattern.strip(), spec.strip()
+
+
+def _spec_parts(spec: str) -> tuple[float | None, float | None] | None:
+    match = _SPEC.match(spec)
+    if not match or not any(match.groups()):
+        return None
+    rel, absolute = match.groups()
+    return (float(rel) / 100 if rel else None, float(absolute) if absolute else None)
+
+
+def resolve_threshold(name: str, rule: Rule, specs: Mapping[str, str]) -> Threshold:
+    """The metric's threshold: the last matching spec (a % keeps the rule's absolute floor)."""
+    threshold = rule.threshold
+    for pattern, spec in specs.items():
+        if not fnmatch.fnmatchcase(name, pattern):
+            continue
+        parts = _spec_parts(spec)
+        if parts is None:
+            raise UserError(f"threshold {pattern}={spec!r} is not a limit; write e.g. 10% or 0.5")
+        rel, absolute = parts
+        if rel is not None and absolute is None:
+            threshold = Threshold(rel, rule.threshold.abs)
+        else:
+            threshold = Threshold(rel or 0.0, absolute or 0.0)
+    return threshold
+
+
+@dataclass
+class Row:
+    """One metric's comparison; `normalized` is the current value in the baseline machine's time."""
+
+    metric: str
+    direction: str
+    baseline: float | None
+    current: float | None
+    normalized: float | None
+    change: float | None
+    threshold: Threshold
+    verdict: str
+    limit: float | None = None
+
+
+@dataclass
+class Comparison:
+    rows: list[Row]
+    calibration: dict[str, Any]
+    baseline_source: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Row]:
+        return [row for row in self.rows if row.verdict in FAILING]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": "pass" if self.passed else "regression",
+            "run_id": self.run_id,
+            "baseline": self.baseline_source,
+            "calibration": self.calibration,
+            "regressions": [row.metric for row in self.failures],
+            "metrics": [asdict(row) for row in self.rows],
+            "ignored": self.ignored,
+        }
+
+    def to_markdown(self, baseline_label: str = "baseline") -> str:
+        failures = self.failures
+        if failures:
+            head = (
+                f"### Scale regression check: ❌ {len(failures)} of {len(self.rows)} metrics failed"
+            )
+        else:
+            head = f"### Scale regression check: ✅ passed ({len(self.rows)} metrics)"
+        source = self.baseline_source.get("run_id")
+        lines = [
+            head,
+            "",
+            f"Run `{self.run_id}` vs `{baseline_label}`"
+            + (f" (run `{source}`)." if source else "."),
+            _calibration_line(self.calibration),
+            "",
+            "| metric | baseline | current | change | allowed worsening | result |",
+            "| --- | --- | --- | ---: | --- | --- |",
+        ]
+        for row in self.rows:
+            lines.append(_markdown_row(row, self.calibration.get("applied", False)))
+        return "\n".join(lines) + "\n"
+
+
+def _calibration_line(calibration: dict[str, Any]) -> str:
+    if calibration.get("applied"):
+        return (
+            f"Timing metrics normalised by calibration: this machine ran the calibration workload "
+            f"at {calibration['speed_ratio']:.2f}× the baseline machine's speed."
+        )
+    return f"Timing metrics compared unnormalised: {calibration.get('reason')}."
+
+
+def _markdown_row(row: Row, calibrated: bool) -> str:
+    current = format_metric(row.metric, row.current)
+    if calibrated and row.normalized is not None and row.normalized != row.current:
+        current += f" (norm. {format_metric(row.metric, row.normalized)})"
+    if row.change is not None:
+        change = f"{row.change:+.1%}"
+    elif row.baseline is not None and row.normalized is not None:
+        change = f"{row.normalized - row.baseline:+g}"
+    else:
+        change = "—"
+    arrow = "↑" if row.direction == HIGHER else "↓"
+    result = {
+        OK: "✅",
+        IMPROVED: "✅ improved",
+        NEW: "✅ new",
+        UNMEASURED: "✅ not measured in this run",
+        REGRESSED: "❌ regressed",
+        MISSING: "❌ missing in this run",
+        OVER_LIMIT: f"❌ over the limit of {format_metric(row.metric, row.limit)}",
+    }[row.verdict]
+    allowed = row.threshold.describe(row.metric)
+    return (
+        f"| {arrow} `{row.metric}` | {format_metric(row.metric, row.baseline)} | {current} "
+        f"| {change} | {allowed} | {result} |"
+    )
+
+
+def _calibration(current: dict | None, baseline: dict | None, enabled: bool) -> dict[str, Any]:
+    if not enabled:
+        return {"applied": False, "reason": "calibration disabled (--no-calibration)"}
+    if not baseline or not baseline.get("cpu_ops_per_s"):
+        return {"applied": False, "reason": "the baseline has no calibration"}
+    if not current or not current.get("cpu_ops_per_s"):
+        return {"applied": False, "reason": "this run's manifest has no calibration"}
+    if current.get("workload") != baseline.get("workload"):
+        return {"applied": False, "reason": "the two calibrations ran different workloads"}
+    return {
+        "applied": True,
+        "speed_ratio": current["cpu_ops_per_s"] / baseline["cpu_ops_per_s"],
+        "current_cpu_ops_per_s": current["cpu_ops_per_s"],
+        "baseline_cpu_ops_per_s": baseline["cpu_ops_per_s"],
+    }
+
+
+def _judge(rule: Rule, baseline: float, normalized: float, threshold: Threshold) -> str:
+    worse = normalized - baseline if rule.direction == LOWER else baseline - normalized
+    allowed = threshold.allowed(baseline)
+    tolerance = 1e-9 * max(abs(baseline), abs(normalized)) + 1e-12
+    if worse > allowed + tolerance:
+        return REGRESSED
+    if worse < -allowed - tolerance:
+        return IMPROVED
+    return OK
+
+
+def compare(
+    summary: Mapping[str, Any],
+    baseline: Mapping[str, Any],
+    *,
+    thresholds: Mapping[str, str] | None = None,
+    max_error_rate: float | None = None,
+    calibrate: bool = True,
+) -> Comparison:
+    """Compare a run's summary with a baseline document (see `make_baseline`).
+
+    `thresholds` ({pattern: "10%"}) override the baseline's own, which override the defaults.
+    """
+    specs = {**(baseline.get("thresholds") or {}), **(thresholds or {})}
+    base = {k: float(v) for k, v in (baseline.get("metrics") or {}).items() if v is not None}
+    current = flatten(summary)
+    calibration = _calibration(summary.get("calibration"), baseline.get("calibration"), calibrate)
+    speed = calibration.get("speed_ratio", 1.0)
+
+    names = set(base) | {n for n in current if _wanted(n, specs)}
+    ignored = sorted(name for name in names if rule_for(name) is None)
+    rows = []
+    for name in sorted(names - set(ignored), key=_display_order):
+        rule = rule_for(name)
+        assert rule is not None
+        threshold = resolve_threshold(name, rule, specs)
+        limit = rule.limit
+        if name == "errors.rate" and max_error_rate is not None:
+            limit = max_error_rate
+        value, reference = current.get(name), base.get(name)
+        normalized = value
+        if value is not None and rule.timing:
+            normalized = value * speed if rule.direction == LOWER else value / speed
+        if reference is None:
+            verdict = NEW
+        elif value is None or normalized is None:
+            verdict = UNMEASURED if rule.optional else MISSING
+        elif limit is not None and value > limit:
+            verdict = OVER_LIMIT
+        else:
+            verdict = _judge(rule, reference, normalized, threshold)
+        change = None
+        if reference and normalized is not None:
+            change = (normalized - reference) / abs(reference)
+        rows.append(
+            Row(
+                name,
+                rule.direction,
+                reference,
+                value,
+                normalized,
+                change,
+                threshold,
+                verdict,
+                limit,
+            )
+        )
+    return Comparison(
+        rows=rows,
+        calibration=calibration,
+        baseline_source=dict(baseline.get("source") or {}),
+        run_id=(summary.get("run") or {}).get("run_id"),
+        ignored=ignored,
+    )
+
+
+def _display_order(name: str) -> tuple[int, str]:
+    """Grouped by section in rule order, then by name (p50, p95, p99 of one metric together)."""
+    section = name.split(".", 1)[0]
+    first = next(i for i, rule in enumerate(RULES) if rule.pattern.startswith(section))
+    return first, name
+
+
+def _wanted(name: str, specs: Mapping[str, str]) -> bool:
+    """Compared by default, or named exactly by a threshold."""
+    rule = rule_for(name)
+    return rule is not None and (rule.default or name in specs)
+
+
+def make_baseline(
+    summary: Mapping[str, Any], thresholds: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A baseline document from a run's summary: its compared metrics, calibration, thresholds."""
+    thresholds = dict(thresholds or {})
+    run = summary.get("run") or {}
+    metrics = {name: value for name, value in flatten(summary).items() if _wanted(name, thresholds)}
+    return {
+        "schema": BASELINE_SCHEMA,
+        "created_at": utc_iso(),
+        "source": {"run_id": run.get("run_id"), "git_commit": run.get("git_commit")},
+        "calibration": summary.get("calibration"),
+        "metrics": dict(sorted(metrics.items())),
+        "thresholds": thresholds,
+    }
+
+
+def as_baseline(document: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """A baseline document, also accepting a whole summary.json as one."""
+    if document.get("schema") == SUMMARY_SCHEMA:
+        return make_baseline(document)
+    if isinstance(document.get("metrics"), Mapping):
+        return dict(document)
+    raise UserError(
+        f"{origin} is neither a baseline nor a summary.json (no 'metrics'); "
+        "create one with: harness compare RUN_DIR --baseline FILE --update-baseline"
+    )

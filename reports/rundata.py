@@ -1,0 +1,243 @@
+"""A run directory read into columns: one pass over each file, numbers kept as float arrays.
+
+Columns (8 bytes a value) rather than dicts keep a 13-hour run (100K samples per source) in a few
+tens of MB; fields the reports do not use are not kept. Missing or null values are NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from harness.rundir import EVENTS, MANIFEST, REQUESTS, SAMPLES, read_jsonl
+from reports.locust_csv import LocustStats, read_locust
+
+# Per source, the fields reports use (see docs/run-directory.md); others are skipped while reading.
+SAMPLE_FIELDS: dict[str, tuple[str, ...]] = {
+    "ram": (
+        "system_used_bytes",
+        "system_total_bytes",
+        "rss_bytes",
+        "pss_bytes",
+        "cgroup_usage_bytes",
+        "cgroup_limit_bytes",
+        "nprocs",
+        "pid",
+    ),
+    "vram": ("gpu", "used_bytes", "total_bytes", "process_used_bytes", "temperature_c"),
+    "server": (
+        "sim_vram_bytes",
+        "sim_vram_total_bytes",
+        "kv_cache_usage_perc",
+        "num_requests_running",
+        "num_requests_waiting",
+        "context_trims_total",
+    ),
+    "disk": ("free_bytes", "total_bytes"),
+    "load": ("users", "completed", "total", "cpu_percent"),
+}
+
+REQUEST_FIELDS = (
+    "t",
+    "t_end",
+    "latency_s",
+    "ttft_s",
+    "itl_mean_s",
+    "tpot_s",
+    "prompt_tokens",
+    "output_tokens",
+)
+
+_NAN = math.nan
+_CHUNK = 8192
+
+
+@dataclass
+class Columns:
+    """One sample source: times `t` (sorted) and one float array per field, NaN where absent."""
+
+    t: np.ndarray
+    fields: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def get(self, name: str) -> np.ndarray | None:
+        """The field's values, or None when no sample carried it."""
+        values = self.fields.get(name)
+        if values is None or not np.isfinite(values).any():
+            return None
+        return values
+
+    def where(self, mask: np.ndarray) -> Columns:
+        return Columns(self.t[mask], {name: v[mask] for name, v in self.fields.items()})
+
+
+@dataclass
+class Requests:
+    """Every finished request attempt (one line of requests.jsonl each), as columns."""
+
+    columns: dict[str, np.ndarray]
+    ok: np.ndarray  # bool
+    errors_by_cause: Counter = field(default_factory=Counter)
+    errors_by_status: Counter = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.ok)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+
+@dataclass
+class RunData:
+    """Everything a report reads from one run directory."""
+
+    path: Path
+    manifest: dict[str, Any]
+    samples: dict[str, Columns]
+    events: list[dict[str, Any]]
+    requests: Requests | None
+    locust: LocustStats | None
+
+    @property
+    def t0(self) -> float | None:
+        """The run's first moment on any time axis (samples, events, requests)."""
+        starts = [cols.t[0] for cols in self.samples.values() if len(cols)]
+        starts += [self.events[0]["t"]] if self.events else []
+        if self.requests is not None and len(self.requests):
+            starts.append(float(np.nanmin(self.requests["t"])))
+        if self.locust is not None and self.locust.history is not None:
+            starts.append(float(self.locust.history["t"][0]))
+        return min(starts) if starts else None
+
+    def events_of(self, *kinds: str) -> list[dict[str, Any]]:
+        return [event for event in self.events if event.get("kind") in kinds]
+
+
+def load_run(path: str | Path) -> RunData:
+    """Read a run directory (any of its files may be missing; torn last lines are skipped)."""
+    path = Path(path)
+    return RunData(
+        path=path,
+        manifest=_read_manifest(path / MANIFEST),
+        samples=_read_samples(path / SAMPLES),
+        events=_read_events(path / EVENTS),
+        requests=_read_requests(path / REQUESTS),
+        locust=read_locust(path),
+    )
+
+
+def has_run_files(path: Path) -> bool:
+    """Whether the directory holds anything a report can read."""
+    names = (MANIFEST, SAMPLES, EVENTS, REQUESTS)
+    return any((path / name).exists() for name in names) or any(path.glob("*_stats.csv"))
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        document = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except orjson.JSONDecodeError:
+        return {"_error": f"{path.name} is not valid JSON"}
+    return document if isinstance(document, dict) else {}
+
+
+class _ColumnBuilder:
+    """Rows of chosen fields gathered as tuples (C-speed `map(record.get, ...)`) and turned into
+    float arrays every `_CHUNK` rows, so memory holds arrays, not millions of Python objects."""
+
+    def __init__(self, fields: tuple[str, ...]) -> None:
+        self.fields = fields
+        self._rows: list[tuple[Any, ...]] = []
+        self._chunks: list[np.ndarray] = []
+
+    def add(self, record: dict[str, Any]) -> tuple[Any, ...]:
+        row = tuple(map(record.get, self.fields))
+        self._rows.append(row)
+        if len(self._rows) >= _CHUNK:
+            self._flush()
+        return row
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        try:  # None becomes NaN; numbers and booleans become floats
+            chunk = np.array(self._rows, dtype=float)
+        except (TypeError, ValueError):  # a string or an object somewhere: cell by cell
+            chunk = np.array([[_number(v) for v in row] for row in self._rows], dtype=float)
+        self._chunks.append(chunk.reshape(-1, len(self.fields)))
+        self._rows.clear()
+
+    def columns(self) -> dict[str, np.ndarray]:
+        self._flush()
+        table = np.concatenate(self._chunks) if self._chunks else np.empty((0, len(self.fields)))
+        return {name: np.ascontiguousarray(table[:, i]) for i, name in enumerate(self.fields)}
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    return _NAN
+
+
+def _read_samples(path: Path) -> dict[str, Columns]:
+    builders = {source: _ColumnBuilder(("t", *fields)) for source, fields in SAMPLE_FIELDS.items()}
+    for record in read_jsonl(path):
+        builder = builders.get(record.get("source"))
+        if builder is not None:
+            builder.add(record)
+    result = {}
+    for source, builder in builders.items():
+        fields = builder.columns()
+        t = fields.pop("t")
+        usable = np.isfinite(t)
+        if not usable.any():
+            continue
+        if not usable.all():
+            t, fields = t[usable], {name: v[usable] for name, v in fields.items()}
+        if np.any(t[1:] < t[:-1]):  # samplers of several sources may interleave out of order
+            order = np.argsort(t, kind="stable")
+            t, fields = t[order], {name: v[order] for name, v in fields.items()}
+        result[source] = Columns(t, fields)
+    return result
+
+
+def _read_events(path: Path) -> list[dict[str, Any]]:
+    events = [e for e in read_jsonl(path) if isinstance(e.get("t"), (int, float)) and "kind" in e]
+    events.sort(key=lambda event: event["t"])
+    return events
+
+
+def _read_requests(path: Path) -> Requests | None:
+    if not path.exists():
+        return None
+    builder = _ColumnBuilder((*REQUEST_FIELDS, "ok", "error", "status"))
+    ok_at = len(REQUEST_FIELDS)
+    by_cause: Counter = Counter()
+    by_status: Counter = Counter()
+    for record in read_jsonl(path):
+        row = builder.add(record)
+        if row[ok_at] is not True and isinstance(row[0], (int, float)):
+            by_cause[row[ok_at + 1] or "unknown"] += 1
+            status = row[ok_at + 2]
+            by_status[str(status) if status is not None else "none"] += 1
+    columns = builder.columns()
+    ok = columns.pop("ok") == 1.0
+    del columns["error"], columns["status"]
+    usable = np.isfinite(columns["t"])
+    if not usable.all():  # a line without a send time cannot be placed on the time axis
+        columns = {name: v[usable] for name, v in columns.items()}
+        ok = ok[usable]
+    t_end = columns["t_end"]
+    missing_end = ~np.isfinite(t_end)
+    if missing_end.any():  # an end time is needed for time bins; sent + latency is the same moment
+        columns["t_end"] = np.where(missing_end, columns["t"] + columns["latency_s"], t_end)
+    return Requests(columns, ok, by_cause, by_status)

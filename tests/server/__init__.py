@@ -1,0 +1,1 @@
+"""Tests of the reference server, `harness serve` (issue 3)."""
