@@ -10,13 +10,10 @@ import os
 from locust import FastHttpUser, task
 
 from harness.locust.prompts import generated_source
-from harness.locust.protocol import encode_chat
 
 _N = int(os.environ["BENCH_CANDIDATES"])
 _SOURCE = generated_source(_N, seed=0, model=None, max_tokens=int(os.environ["BENCH_MAX_TOKENS"]))
-_BODIES = itertools.cycle(
-    [encode_chat("openai", _SOURCE.next()[1], stream=False) for _ in range(_N)]
-)
+_BODIES = itertools.cycle([_SOURCE.next().encoded("openai", False) for _ in range(_N)])
 _HEADERS = {"Content-Type": "application/json"}
 
 

@@ -229,7 +229,11 @@ def _admin(target: Target, fault: str, admin_token: str | None) -> tuple[str, st
 def _post_admin(url: str, token: str, body: dict[str, Any]) -> None:
     try:
         response = httpx.post(
-            url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=_HTTP_TIMEOUT_S
+            url,
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=_HTTP_TIMEOUT_S,
+            trust_env=False,
         )
     except httpx.HTTPError as exc:
         if body["fault"] == "oom":
@@ -251,7 +255,7 @@ def _wait_ready(run_dir: RunDir, until: float, stop: threading.Event) -> bool:
 def _wait_health(url: str, until: float, stop: threading.Event) -> float | None:
     """Unix time when url first answers 200 before `until` (monotonic), else None."""
     require_loopback_url(url, "health URL")
-    with httpx.Client(timeout=1.0) as client:
+    with httpx.Client(timeout=1.0, trust_env=False) as client:
         while time.monotonic() < until:
             with contextlib.suppress(httpx.HTTPError):
                 if client.get(url).status_code == 200:

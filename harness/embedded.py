@@ -92,6 +92,7 @@ class EmbeddedServer:
                 json=fault,
                 headers={"Authorization": f"Bearer {self.admin_token}"},
                 timeout=10.0,
+                trust_env=False,  # loopback only: never through a proxy from the environment
             )
         except httpx.HTTPError:
             if fault.get("fault") in _DEATH_FAULTS:

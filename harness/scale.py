@@ -520,7 +520,7 @@ def _admin_inject(url: str, run_dir: RunDir) -> Callable[[], None] | None:
         return None
 
     def inject() -> None:
-        with httpx.Client(timeout=10.0) as client:
+        with httpx.Client(timeout=10.0, trust_env=False) as client:
             _wait_ready(client, url + "/health/ready", deadline_s=120.0)  # back from the last one
             try:
                 response = client.post(

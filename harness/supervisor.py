@@ -439,7 +439,7 @@ class Supervisor:
         """Poll the health URL until it answers 200, the child exits, or we stop."""
         assert self.health_url is not None
         began = time.monotonic()
-        with httpx.Client(timeout=_HEALTH_TIMEOUT_S) as client:
+        with httpx.Client(timeout=_HEALTH_TIMEOUT_S, trust_env=False) as client:
             while not child.exited.is_set():
                 try:
                     if client.get(self.health_url).status_code == 200:

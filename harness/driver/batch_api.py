@@ -113,8 +113,12 @@ class BatchApiDriver:
         self._path = Path(path)
         self._completed = completed
         async with (
-            httpx.AsyncClient(base_url=config.url, headers=headers, timeout=timeout) as client,
-            httpx.AsyncClient(headers=headers, limits=httpx.Limits(max_connections=2)) as probe,
+            httpx.AsyncClient(
+                base_url=config.url, headers=headers, timeout=timeout, trust_env=False
+            ) as client,
+            httpx.AsyncClient(
+                headers=headers, limits=httpx.Limits(max_connections=2), trust_env=False
+            ) as probe,
         ):
             health_url = config.health_url or await detect_health_url(probe, config.url)
             if health_url is None:

@@ -124,6 +124,7 @@ class ClientDriver:
                         headers=headers,
                         timeout=timeout,
                         verify=tls,
+                        trust_env=False,
                         limits=httpx.Limits(
                             max_connections=_SHARD, max_keepalive_connections=_SHARD
                         ),
@@ -133,7 +134,10 @@ class ClientDriver:
             ]
             probe = await stack.enter_async_context(
                 httpx.AsyncClient(
-                    headers=headers, limits=httpx.Limits(max_connections=2), verify=tls
+                    headers=headers,
+                    limits=httpx.Limits(max_connections=2),
+                    verify=tls,
+                    trust_env=False,
                 )
             )
             health_url = config.health_url or await detect_health_url(probe, config.url)

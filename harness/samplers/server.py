@@ -70,7 +70,7 @@ class ServerSampler:
 
     def __init__(self, url: str, timeout: float = 2.0, notices: Notices | None = None) -> None:
         self.url = require_loopback_url(url, "metrics URL")
-        self._client = httpx.Client(timeout=timeout)
+        self._client = httpx.Client(timeout=timeout, trust_env=False)
         self._notices = notices or Notices()
 
     def read(self, tick: Tick) -> list[dict[str, Any]]:

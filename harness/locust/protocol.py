@@ -1,0 +1,96 @@
+"""The chat APIs on the wire: request bodies, and the lines of streamed answers.
+
+OpenAI: POST /v1/chat/completions, SSE (`data: {chunk}` lines, `data: [DONE]` at the end, usage
+in the last chunk with stream_options.include_usage, or in every chunk with vLLM's
+continuous_usage_stats). Ollama: POST /api/chat, NDJSON messages, counts in the `done` one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from harness.locust.timing import StreamClock
+
+ENDPOINTS = {"openai": "/v1/chat/completions", "ollama": "/api/chat"}
+
+
+def encode_chat(api: str, body: dict[str, Any], stream: bool) -> bytes:
+    """The request bytes of an OpenAI chat body for `api`, streamed or not."""
+    if api == "openai":
+        extra = {"stream_options": {"include_usage": True}} if stream else {}
+        return orjson.dumps({**body, "stream": stream, **extra})
+    options = {"temperature": body.get("temperature", 0.0)}
+    if body.get("max_tokens"):
+        options["num_predict"] = body["max_tokens"]
+    ollama = {"model": body["model"], "messages": body["messages"], "stream": stream}
+    if (body.get("response_format") or {}).get("type") == "json_object":
+        ollama["format"] = "json"
+    return orjson.dumps({**ollama, "options": options})
+
+
+def answer_tokens(api: str, answer: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(prompt tokens, output tokens) a whole (non-streamed) answer reports."""
+    if api == "openai":
+        usage = answer.get("usage") or {}
+        return usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return answer.get("prompt_eval_count"), answer.get("eval_count")
+
+
+class StreamError(Exception):
+    """The server reported an error inside a stream that had started with a 2xx status."""
+
+
+def read_sse_line(line: bytes, clock: StreamClock, now: float) -> bool:
+    """Feed one line of an OpenAI chat completion SSE stream; False once `data: [DONE]` arrives."""
+    if not line.startswith(b"data:"):
+        return True  # blank separators, comments, `event:` lines
+    payload = line[5:].strip()
+    if payload == b"[DONE]":
+        return False
+    chunk = _json(payload)
+    if "error" in chunk:
+        raise StreamError(_error_text(chunk["error"]))
+    usage = chunk.get("usage")
+    cumulative = None
+    if usage:
+        cumulative = usage.get("completion_tokens")
+        clock.usage(cumulative, usage.get("prompt_tokens"))
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("reasoning_content"):
+            clock.content(now, cumulative)
+            break
+    return True
+
+
+def read_ndjson_line(line: bytes, clock: StreamClock, now: float) -> bool:
+    """Feed one line of an Ollama /api/chat NDJSON stream; False once the `done` message arrives."""
+    if not line.strip():
+        return True
+    message = _json(line)
+    if "error" in message:
+        raise StreamError(_error_text(message["error"]))
+    if (message.get("message") or {}).get("content"):
+        clock.content(now)
+    if message.get("done"):
+        clock.usage(message.get("eval_count"), message.get("prompt_eval_count"))
+        return False
+    return True
+
+
+def _json(payload: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise StreamError(f"malformed stream chunk: {payload[:120]!r}") from None
+    if not isinstance(value, dict):
+        raise StreamError(f"stream chunk is not a JSON object: {payload[:120]!r}")
+    return value
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)

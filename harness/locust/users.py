@@ -1,0 +1,176 @@
+"""LLMUser: the base of the chat scenarios, a closed-loop client timing what llm-metrics.md defines.
+
+Each chat request is one Locust request entry (end-to-end latency, to the last byte for streams)
+plus, for a successful answer, entries of its own for TTFT, ITL and tokens/s. Those are logged
+into their stats entries directly rather than fired as request events, so Locust's Aggregated row
+(request count, RPS, failure ratio) stays that of real HTTP requests.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gevent
+import orjson
+from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, FastHttpUser, ResponseContextManager
+
+from harness.driver.errors import CONNECTION, HTTP_5XX, RATE_LIMITED, Failure
+from harness.locust import lifecycle  # noqa: F401 - registers the plugin's options and hooks
+from harness.locust.context import RunContext, run_context
+from harness.locust.failures import (
+    RequestFailed,
+    from_exception,
+    from_stream_error,
+    of_response,
+    short_message,
+)
+from harness.locust.protocol import (
+    ENDPOINTS,
+    StreamError,
+    answer_tokens,
+    read_ndjson_line,
+    read_sse_line,
+)
+from harness.locust.timing import StreamClock, StreamMetrics
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
+_BACKOFF_FIRST_S = 0.05
+_BACKOFF_MAX_S = 2.0
+
+
+class LLMUser(FastHttpUser):
+    """A user that sends candidate evaluations one at a time, as a batch client does."""
+
+    abstract = True
+    concurrency = 1  # one request in flight per user
+    network_timeout = 300.0  # a long answer from a loaded server is slow, not broken
+    connection_timeout = 10.0
+
+    def on_start(self) -> None:
+        self.run: RunContext = run_context(self.environment)
+        self._backoff_s = 0.0
+
+    def chat(self, *, stream: bool, api: str | None = None) -> None:
+        """Send the next candidate evaluation and record it (stats entries, requests.jsonl)."""
+        api = api or self.run.settings.api
+        prompt = self.run.prompts.next()
+        endpoint = ENDPOINTS[api]
+        name = f"{endpoint} (stream)" if stream else endpoint
+        payload = prompt.encoded(api, stream)
+        t = time.time()
+        sent = time.perf_counter()
+        with self.client.post(
+            endpoint,
+            data=payload,
+            headers=_JSON_HEADERS,
+            name=name,
+            catch_response=True,
+            stream=stream,
+        ) as response:
+            if stream:
+                failure, metrics = _read_stream(api, response, sent)
+                response.request_meta["response_time"] = metrics.e2e_s * 1000
+            else:
+                failure, metrics = _read_whole(api, response, sent)
+            if failure is not None:
+                response.failure(RequestFailed(failure))
+        self._record(t, prompt.custom_id, name, stream, response.status_code, failure, metrics)
+        self._pace(failure)
+
+    def _record(
+        self,
+        t: float,
+        custom_id: str,
+        name: str,
+        stream: bool,
+        status: int,
+        failure: Failure | None,
+        metrics: StreamMetrics,
+    ) -> None:
+        ok = failure is None
+        line: dict[str, Any] = {
+            "t": t,
+            "t_end": t + metrics.e2e_s,
+            "id": custom_id,
+            "ok": ok,
+            "status": status or None,
+            "error": None if ok else failure.cause,
+            "latency_s": metrics.e2e_s,
+            "ttft_s": metrics.ttft_s if ok else None,
+            "itl_mean_s": metrics.itl_mean_s if ok else None,
+            "tpot_s": metrics.tpot_s if ok else None,
+            "prompt_tokens": metrics.prompt_tokens,
+            "output_tokens": metrics.output_tokens,
+            "attempt": 1,
+            "scenario": type(self).__name__,
+            "endpoint": name,
+        }
+        if stream:
+            line["token_basis"] = metrics.token_basis
+        if not ok:
+            line["message"] = short_message(failure.message)
+        self.run.log.request(line)
+        if ok:
+            stats = self.environment.stats
+            if metrics.ttft_s is not None:
+                stats.get(name, "TTFT").log(metrics.ttft_s * 1000, 0)
+            if metrics.itl_mean_s is not None:
+                stats.get(name, "ITL").log(metrics.itl_mean_s * 1000, 0)
+            if metrics.tokens_per_s is not None:
+                stats.get(name, "tokens/s").log(metrics.tokens_per_s, 0)
+
+    def _pace(self, failure: Failure | None) -> None:
+        """After a refused connection or a 429, back off (doubling) rather than spin."""
+        if failure is None or failure.cause not in (CONNECTION, RATE_LIMITED):
+            self._backoff_s = 0.0
+            return
+        self._backoff_s = min(_BACKOFF_MAX_S, max(_BACKOFF_FIRST_S, 2 * self._backoff_s))
+        gevent.sleep(failure.retry_after_s or self._backoff_s)
+
+
+def _read_whole(
+    api: str, response: ResponseContextManager, sent: float
+) -> tuple[Failure | None, StreamMetrics]:
+    e2e = time.perf_counter() - sent
+    content = response.content if response.status_code else None
+    failure = of_response(response, content)
+    prompt_tokens = output_tokens = None
+    if failure is None:
+        try:
+            answer = orjson.loads(content or b"")
+        except orjson.JSONDecodeError:
+            failure = Failure(HTTP_5XX, response.status_code, "the answer is not JSON")
+        else:
+            prompt_tokens, output_tokens = answer_tokens(api, answer)
+    metrics = StreamMetrics(e2e, None, None, None, output_tokens, prompt_tokens, 0, "usage")
+    return failure, metrics
+
+
+def _read_stream(
+    api: str, response: ResponseContextManager, sent: float
+) -> tuple[Failure | None, StreamMetrics]:
+    """Read SSE or NDJSON line by line as it arrives (read(n) would wait for n bytes)."""
+    clock = StreamClock(sent)
+    status = response.status_code
+    failure = of_response(response, response.content if status and status >= 300 else None)
+    if failure is not None:
+        return failure, clock.finish(time.perf_counter())
+    read_line = read_sse_line if api == "openai" else read_ndjson_line
+    raw = response._response  # geventhttpclient's response: readline returns each line on arrival
+    ended = False
+    size = 0
+    try:
+        while line := raw.readline(b"\n"):
+            size += len(line)
+            if not read_line(line, clock, time.perf_counter()):
+                ended = True  # keep reading to the last byte, which frees the connection for reuse
+    except StreamError as exc:
+        failure = from_stream_error(status, str(exc))
+    except FAILURE_EXCEPTIONS as exc:
+        failure = from_exception(exc)
+    metrics = clock.finish(time.perf_counter())
+    response.request_meta["response_length"] = size
+    if failure is None and not ended:
+        failure = Failure(CONNECTION, status, "the stream ended before its end marker")
+    return failure, metrics
