@@ -228,6 +228,8 @@ def serve(config: ServerConfig, log_level: str = "warning", access_log: bool = F
             timeout_graceful_shutdown=5,
             backlog=4096,
             server_header=False,
+            # bound to loopback by default: no proxy in front whose headers need trusting
+            proxy_headers=False,
         )
     )
     host, port = sock.getsockname()[:2]
