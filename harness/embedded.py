@@ -62,6 +62,7 @@ class EmbeddedServer:
             interval=self.sample_interval,
             pid=lambda: self.supervisor.pid,
             metrics_url=f"{self.url}/metrics",
+            metrics_grace_s=self.ready_timeout,
         )
         if not self.supervisor.wait_ready(self.ready_timeout):
             self.stop()

@@ -50,8 +50,11 @@ def start_sampling(
     gpu: bool = True,
     disk: bool = True,
     extra: Callable[[], dict[str, Any]] | None = None,
+    metrics_grace_s: float = 0.0,
 ) -> SamplerLoop:
     """Start sampling into run_dir; `pid` may be a callable so a restarted target stays one series.
+
+    metrics_grace_s: a target still starting up is not reported unreachable for this long.
 
     Without a usable GPU, prints "VRAM: unavailable: <reason>" once, records a
     `source_unavailable` event and writes no VRAM rows (never zeros).
@@ -74,7 +77,14 @@ def start_sampling(
         samplers.append(LoadSampler(extra))
     background: list[Sampler] = []
     if metrics_url is not None:
-        background.append(ServerSampler(metrics_url, timeout=max(1.0, interval), notices=notices))
+        background.append(
+            ServerSampler(
+                metrics_url,
+                timeout=max(1.0, interval),
+                notices=notices,
+                startup_grace_s=metrics_grace_s,
+            )
+        )
     target = pid if callable(pid) or pid is None else (lambda: pid)
     loop = SamplerLoop(
         run_dir, samplers, interval=interval, pid=target, background=background, notices=notices

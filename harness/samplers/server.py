@@ -9,6 +9,7 @@ runtime metrics are dropped (the RAM sampler measures the process).
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import httpx
@@ -68,19 +69,30 @@ class ServerSampler:
 
     source = "server"
 
-    def __init__(self, url: str, timeout: float = 2.0, notices: Notices | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 2.0,
+        notices: Notices | None = None,
+        startup_grace_s: float = 0.0,
+    ) -> None:
         self.url = require_loopback_url(url, "metrics URL")
         self._client = httpx.Client(timeout=timeout, trust_env=False)
         self._notices = notices or Notices()
+        self._quiet_until = time.monotonic() + startup_grace_s
+        self._reached = False
 
     def read(self, tick: Tick) -> list[dict[str, Any]]:
         try:
             response = self._client.get(self.url)
         except httpx.HTTPError as exc:
-            self._notices.once(
-                "metrics-down", f"metrics: {self.url} unreachable ({type(exc).__name__})"
-            )
+            # a server still loading is not news; one that stopped answering (or never did) is
+            if self._reached or time.monotonic() >= self._quiet_until:
+                self._notices.once(
+                    "metrics-down", f"metrics: {self.url} unreachable ({type(exc).__name__})"
+                )
             return []
+        self._reached = True
         if response.status_code != 200:
             self._notices.once(
                 f"metrics-{response.status_code}",

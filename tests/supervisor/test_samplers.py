@@ -205,6 +205,15 @@ def test_unreachable_or_wrong_metrics_url(run_dir: RunDir, capsys: Any) -> None:
     assert capsys.readouterr().err.count("metrics: http://127.0.0.1:9/metrics unreachable") == 1
 
 
+def test_a_target_still_starting_is_not_reported_unreachable(run_dir: RunDir, capsys: Any) -> None:
+    loop = start_sampling(
+        run_dir, interval=0.02, metrics_url="http://127.0.0.1:9/metrics", metrics_grace_s=60
+    )
+    wait_for(lambda: len(samples(run_dir, "ram")) >= 5, what="5 RAM rows")
+    loop.stop()
+    assert "unreachable" not in capsys.readouterr().err
+
+
 def test_load_rows_carry_progress_and_our_cpu(run_dir: RunDir) -> None:
     done = [0]
 
