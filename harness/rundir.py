@@ -77,6 +77,32 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 continue  # a producer killed mid-write leaves a torn line
 
 
+def repair_jsonl(path: str | os.PathLike[str]) -> int:
+    """Cut a torn last line (no trailing newline) so appends start clean; returns bytes dropped."""
+    try:
+        handle = open(path, "r+b")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return 0
+    with handle:
+        size = handle.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            handle.seek(start)
+            block = handle.read(end - start)
+            if end == size and block.endswith(b"\n"):
+                return 0
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        else:
+            keep = 0
+        handle.truncate(keep)
+        return size - keep
+
+
 class JsonlWriter:
     """Thread-safe appender: each record is one write of one full line, flushed at once."""
 

@@ -30,7 +30,7 @@ import psutil
 import generators
 from harness.calibration import measure
 from harness.driver.batch_api import BatchApiDriver, BatchConfig
-from harness.driver.checkpoint import Checkpoint, IdSet, dataset_ids, repair_jsonl, verify
+from harness.driver.checkpoint import Checkpoint, IdSet, dataset_ids, verify
 from harness.driver.client import ClientDriver, DriverConfig, DriverStats, TargetRejected
 from harness.driver.dataset import (
     Dataset,
@@ -44,7 +44,15 @@ from harness.driver.ready import TargetUnavailable
 from harness.errors import UserError
 from harness.net import require_loopback_url
 from harness.progress import interactive
-from harness.rundir import MANIFEST, SUMMARY, RunDir, new_run_id, utc_iso, write_json_atomic
+from harness.rundir import (
+    MANIFEST,
+    SUMMARY,
+    RunDir,
+    new_run_id,
+    repair_jsonl,
+    utc_iso,
+    write_json_atomic,
+)
 from harness.supervisor import ADMIN_TOKEN_ENV, Supervisor
 
 MODES = ("client", "batch-api")

@@ -20,37 +20,11 @@ from typing import Any
 import orjson
 
 from generators import iter_requests
-from harness.rundir import JsonlWriter
+from harness.rundir import JsonlWriter, repair_jsonl
 
 RESULTS = "results.jsonl"
 
 _HEAD = re.compile(rb'^\{"custom_id":("(?:[^"\\]|\\.)*")(?:,"ok":(true|false))?')
-
-
-def repair_jsonl(path: str | os.PathLike[str]) -> int:
-    """Cut a torn last line (no trailing newline) so appends start clean; returns bytes dropped."""
-    try:
-        handle = open(path, "r+b")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return 0
-    with handle:
-        size = handle.seek(0, os.SEEK_END)
-        end = size
-        while end > 0:
-            start = max(0, end - 65536)
-            handle.seek(start)
-            block = handle.read(end - start)
-            if end == size and block.endswith(b"\n"):
-                return 0
-            newline = block.rfind(b"\n")
-            if newline >= 0:
-                keep = start + newline + 1
-                break
-            end = start
-        else:
-            keep = 0
-        handle.truncate(keep)
-        return size - keep
 
 
 def read_ids(path: str | os.PathLike[str]) -> Iterator[tuple[str, bool]]:

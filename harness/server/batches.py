@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import secrets
 import time
@@ -22,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 from starlette.requests import Request
 
-from harness.rundir import write_json_atomic
+from harness.rundir import repair_jsonl, write_json_atomic
 from harness.server.asgi import Response, json_response, read_body
 from harness.server.openai_api import run_batch_request
 from harness.server.protocol import (
@@ -432,7 +431,7 @@ def _scan_results(out_path: Path, err_path: Path) -> tuple[set[str], int, int, t
     for index, path in enumerate((out_path, err_path)):
         if not path.exists():
             continue
-        _cut_torn_tail(path)
+        repair_jsonl(path)
         with open(path, "rb") as handle:
             for line in handle:
                 result = orjson.loads(line)
@@ -443,24 +442,6 @@ def _scan_results(out_path: Path, err_path: Path) -> tuple[set[str], int, int, t
                     tokens[0] += usage["prompt_tokens"]
                     tokens[1] += usage["completion_tokens"]
     return done, counts[0], counts[1], (tokens[0], tokens[1])
-
-
-def _cut_torn_tail(path: Path) -> None:
-    """Truncate anything after the last newline: a line a killed process did not finish."""
-    with open(path, "r+b") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        end = size
-        while end > 0:
-            start = max(0, end - 65536)
-            handle.seek(start)
-            block = handle.read(end - start)
-            newline = block.rfind(b"\n")
-            if newline >= 0:
-                end = start + newline + 1
-                break
-            end = start
-        if end < size:
-            handle.truncate(end)
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:

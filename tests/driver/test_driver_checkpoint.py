@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from harness.driver.checkpoint import Checkpoint, IdSet, read_ids, repair_jsonl, verify
+from harness.driver.checkpoint import Checkpoint, IdSet, read_ids, verify
+from harness.rundir import repair_jsonl
 
 
 def _line(custom_id: str, ok: bool = True) -> bytes:

@@ -10,7 +10,8 @@ import openai
 import orjson
 import pytest
 
-from harness.server.batches import _cut_torn_tail, _scan_results
+from harness.rundir import repair_jsonl
+from harness.server.batches import _scan_results
 
 from .conftest import MODEL, wait_for
 
@@ -164,7 +165,7 @@ def test_torn_last_line_is_cut_and_finished_ids_are_skipped(tmp_path):
     assert out.read_bytes().count(b"\n") == 1 and out.read_bytes().endswith(b"\n")
     whole = tmp_path / "whole"
     whole.write_bytes(b'{"x":1}\n{"y":2}')  # complete JSON, but its newline never made it
-    _cut_torn_tail(whole)
+    repair_jsonl(whole)
     assert whole.read_bytes() == b'{"x":1}\n'
 
 
