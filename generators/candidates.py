@@ -175,7 +175,8 @@ def _skill_sets(seed: int, family_name: str, years: int) -> tuple[_SkillSet, ...
         for name in names:
             # a career under a year gets skills of a few months, never more than the career
             skill_years = round(min(years, 0.5 + rng.random() * years), 1) if years else 0.1
-            skills.append({"name": name, "level": _skill_level(skill_years), "years": skill_years})
+            level = _band(skill_years, v.SKILL_LEVELS)
+            skills.append({"name": name, "level": level, "years": skill_years})
         sets.append(
             _SkillSet(
                 (names[0], names[1], names[2]),
@@ -245,17 +246,10 @@ def _fragment(value: Any) -> orjson.Fragment:
     return orjson.Fragment(bytes(memoryview(orjson.dumps(value))))
 
 
-def _skill_level(years: float) -> str:
-    label = "beginner"
-    for threshold, name in v.SKILL_LEVELS:
-        if years >= threshold:
-            label = name
-    return label
-
-
-def _seniority(years: float) -> str:
-    label = ""
-    for threshold, name in v.SENIORITY:
+def _band(years: float, bands: tuple[tuple[float, str], ...]) -> str:
+    """The name of the highest band whose threshold `years` reaches (bands start at 0)."""
+    label = bands[0][1]
+    for threshold, name in bands:
         if years >= threshold:
             label = name
     return label
@@ -282,7 +276,7 @@ def _career_years_quantiles(count: int, shape_years: float = 3.2) -> tuple[float
 _QUANTILES = 1024
 _CAREER_YEARS = _career_years_quantiles(_QUANTILES)
 _GOLDEN = 0.6180339887498949
-_SENIORITY_BY_YEAR = tuple(_seniority(y) for y in range(61))
+_SENIORITY_BY_YEAR = tuple(_band(y, v.SENIORITY) for y in range(61))
 _FLUENT_NOTICE_DAYS = (0, 14, 30, 60, 90)
 _NOT_NOTICE = tuple(s for s in v.AVAILABILITY if s != "notice_period")
 _TECH_FAMILIES = frozenset(("software", "data", "infrastructure"))
