@@ -189,9 +189,11 @@ def _measure(server: _Server, bodies: list[bytes], seconds: float, connections: 
     start = time.perf_counter()
     done = asyncio.run(_drive(server.url + "/v1/chat/completions", bodies, seconds, connections))
     wall = time.perf_counter() - start
+    rps, server_cpu = done / wall, server.ps.cpu_percent()
     return {
-        "rps": done / wall,
-        "server_cpu": server.ps.cpu_percent(),
+        "rps": rps,
+        "server_cpu": server_cpu,
+        "cpu_us": server_cpu / 100 / rps * 1e6,  # server CPU time per request
         "client_cpu": me.cpu_percent(),
     }
 
@@ -211,6 +213,7 @@ def bench_throughput(args: argparse.Namespace) -> tuple[str, bool]:
                 print(
                     f"  {name:8s} {result['rps']:8.0f} req/s"
                     f"  server cpu {result['server_cpu']:5.1f}%"
+                    f" ({result['cpu_us']:5.1f} us/request)"
                     f"  load generator cpu {result['client_cpu']:5.1f}%"
                 )
     finally:
@@ -221,6 +224,14 @@ def bench_throughput(args: argparse.Namespace) -> tuple[str, bool]:
     ratio = harness_rps / echo_rps
     busy = max(r["client_cpu"] for rs in runs.values() for r in rs)
     note = f" (load generator peaked at {busy:.0f}% CPU)" if busy > 90 else ""
+    # When the load generator saturates, the echo rate is its ceiling: CPU per request says how
+    # far apart the two servers really are.
+    echo_us = statistics.median(r["cpu_us"] for r in runs["echo"])
+    harness_us = statistics.median(r["cpu_us"] for r in runs["harness"])
+    print(
+        f"  server CPU per request: harness {harness_us:.1f} us, echo {echo_us:.1f} us "
+        f"(echo/harness = {echo_us / harness_us:.2f}x)"
+    )
     line = (
         f"throughput: harness {harness_rps:.0f} req/s / aiohttp echo {echo_rps:.0f} req/s "
         f"= {ratio:.2f}x (target >= 0.80x, {args.connections} connections, "

@@ -213,6 +213,8 @@ def serve(config: ServerConfig, log_level: str = "warning", access_log: bool = F
     """Run the server with uvicorn (one worker) until SIGINT/SIGTERM."""
     import uvicorn
 
+    from harness.server.http import CoalescingHttpToolsProtocol
+
     config.data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_data_dir(config)
     sock = _bind(config.host, config.port)
@@ -223,7 +225,7 @@ def serve(config: ServerConfig, log_level: str = "warning", access_log: bool = F
             log_level=log_level,
             access_log=access_log,
             lifespan="on",
-            http="auto",
+            http=CoalescingHttpToolsProtocol,
             loop="auto",
             timeout_graceful_shutdown=5,
             backlog=4096,

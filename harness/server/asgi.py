@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from harness.server.protocol import ApiError
 
@@ -120,21 +120,30 @@ class Stream:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole request body, or 413 as soon as it is known to pass `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large(limit)
+    """The whole request body, or 413 as soon as it is known to pass `limit` bytes.
+
+    Reads the ASGI messages directly: Starlette's header and stream wrappers cost more than
+    the rest of a zero-latency request's body handling.
+    """
+    for name, value in request.scope["headers"]:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                raise too_large(limit)
+            break
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large(limit)
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ApiError(400, "The client disconnected before sending the whole body.") from None
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ApiError(400, "The client disconnected before sending the whole body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def too_large(limit: int) -> ApiError:

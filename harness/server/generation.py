@@ -8,11 +8,13 @@ The answer depends only on the messages, so a request gets the same answer on ev
 from __future__ import annotations
 
 import functools
+import operator
 import random
 import re
+import statistics
 import zlib
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -59,10 +61,14 @@ def request_seed(messages: Sequence[tuple[str, str]]) -> int:
 
 def respond(messages: Sequence[tuple[str, str]], seed: int, json_mode: bool = False) -> str:
     """The deterministic answer: an evaluation JSON for candidate prompts, else plain prose."""
-    system = next((content for role, content in messages if role == "system"), "")
+    system = last_user = ""
+    for role, content in messages:
+        if role == "user":
+            last_user = content
+        elif role == "system" and not system:
+            system = content
     job = _job(system) if system else None
     if job is not None:
-        last_user = next((c for role, c in reversed(messages) if role == "user"), "")
         return _evaluation(job, last_user, seed)
     text = _prose(seed)
     return orjson.dumps({"response": text}).decode() if json_mode else text
@@ -71,7 +77,8 @@ def respond(messages: Sequence[tuple[str, str]], seed: int, json_mode: bool = Fa
 class _Job(NamedTuple):
     """What an evaluation answer needs from the system prompt (parsed once per job)."""
 
-    weights: dict[str, float]
+    weights: tuple[tuple[str, float], ...]
+    weight_total: float
     terms: frozenset[str]
 
 
@@ -82,8 +89,9 @@ def _job(system: str) -> _Job | None:
     if "candidate" not in lowered or "score" not in lowered:
         return None
     weights = {name: float(weight) for name, weight in _CRITERION.findall(system)}
+    weights = weights or {"overall_fit": 1.0}
     terms = frozenset(_term(line) for line in lowered.splitlines() if line.startswith("- "))
-    return _Job(weights or {"overall_fit": 1.0}, terms)
+    return _Job(tuple(weights.items()), sum(weights.values()) or 1.0, terms)
 
 
 def _term(line: str) -> str:
@@ -91,16 +99,30 @@ def _term(line: str) -> str:
     return line[2:].rpartition(" with ")[2].strip(" .")
 
 
+# Criterion scores scatter around their mean as N(0, 14), rounded: a fixed table of normal
+# quantiles picked by an LCG over the request's seed is as deterministic as a seeded RNG and
+# ~10x cheaper. Scores are clamped to 0..100 by a lookup over every reachable sum.
+_NOISE_SIZE = 1024
+_NOISE = tuple(
+    round(14 * statistics.NormalDist().inv_cdf((k + 0.5) / _NOISE_SIZE)) for k in range(_NOISE_SIZE)
+)
+_SCORE_OFFSET = -min(_NOISE)
+_CLAMPED = tuple(min(100, max(0, v - _SCORE_OFFSET)) for v in range(100 + 2 * _SCORE_OFFSET + 1))
+
+
 def _evaluation(job: _Job, profile_json: str, seed: int) -> str:
     """A plausible screening verdict derived from the job's criteria and the candidate profile."""
-    rng = random.Random(seed)
     candidate = _parse_profile(profile_json)
-    skills = [s for s in candidate.get("skills", ()) if isinstance(s, dict) and "name" in s]
-    matched = [s["name"] for s in skills if str(s["name"]).lower() in job.terms]
-    mean = 50 + 8 * min(len(matched), 5)
-    weights = job.weights
-    criteria = {name: min(100, max(0, round(rng.gauss(mean, 14)))) for name in weights}
-    score = round(sum(criteria[k] * w for k, w in weights.items()) / (sum(weights.values()) or 1))
+    matched, strongest = _skill_matches(candidate.get("skills"), job.terms)
+    base = 50 + 8 * min(len(matched), 5) + _SCORE_OFFSET
+    criteria = {}
+    weighted = 0.0
+    state = seed & 0xFFFFFFFF
+    for name, weight in job.weights:
+        state = (state * 1_103_515_245 + 12_345) & 0xFFFFFFFF
+        criteria[name] = value = _CLAMPED[base + _NOISE[state >> 22]]
+        weighted += value * weight
+    score = round(weighted / job.weight_total)
     verdict = next(label for floor, label in _VERDICTS if score >= floor)
     return orjson.dumps(
         {
@@ -108,15 +130,53 @@ def _evaluation(job: _Job, profile_json: str, seed: int) -> str:
             "score": score,
             "verdict": verdict,
             "criteria": criteria,
-            "reasons": _reasons(candidate, skills, matched),
-            "risks": [_risk(candidate, rng)],
+            "reasons": _reasons(candidate, strongest, matched),
+            "risks": [_risk(candidate, seed)],
         }
     ).decode()
 
 
+def _skill_matches(skills: Any, terms: frozenset[str]) -> tuple[list[str], dict | None]:
+    """The profile's skills named by the job, in profile order, and its longest-held skill."""
+    if not isinstance(skills, list) or not skills:
+        return [], None
+    try:  # well-formed skills: the loops run in C
+        matched = [name for name in map(_NAME, skills) if name.lower() in terms]
+        return matched, max(skills, key=_YEARS)
+    except (TypeError, KeyError, AttributeError):
+        pass
+    matched, strongest, strongest_years = [], None, 0.0
+    for skill in skills:
+        if not isinstance(skill, dict) or "name" not in skill:
+            continue
+        name = skill["name"]
+        if str(name).lower() in terms:
+            matched.append(name)
+        years = skill.get("years")
+        key = years if isinstance(years, (int, float)) else 0
+        if strongest is None or key > strongest_years:  # the first of the longest held
+            strongest, strongest_years = skill, key
+    return matched, strongest
+
+
+_NAME = operator.itemgetter("name")
+_YEARS = operator.itemgetter("years")
+
+
 def _parse_profile(text: str) -> dict:
+    """The profile's fields a verdict needs; parses only its head when that holds them all."""
     if not text.lstrip().startswith("{"):
         return {}
+    # A top-level "experience" list is most of a generated profile and no verdict reads it. A
+    # match at any other depth leaves brackets open, so that head does not parse.
+    cut = text.find(',"experience":')
+    if cut > 0:
+        try:
+            head = orjson.loads(text[:cut] + "}")
+        except orjson.JSONDecodeError:
+            head = None
+        if isinstance(head, dict) and _VERDICT_FIELDS.issubset(head):
+            return head
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -124,13 +184,17 @@ def _parse_profile(text: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _reasons(candidate: dict, skills: list[dict], matched: list[str]) -> list[str]:
+_VERDICT_FIELDS = frozenset(
+    ("id", "skills", "years_experience", "current_title", "current_company", "location")
+)
+
+
+def _reasons(candidate: dict, strongest: dict | None, matched: list[str]) -> list[str]:
     years = candidate.get("years_experience")
     title = candidate.get("current_title") or "their current role"
     company = candidate.get("current_company")
     first = f"{years} years of experience" if years is not None else "Experience not stated"
     first += f"; currently {title}" + (f" at {company}." if company else ".")
-    strongest = max(skills, key=lambda s: s.get("years") or 0, default=None)
     second = (
         f"Strongest skill: {strongest['name']} ({strongest.get('level', 'n/a')}, "
         f"{strongest.get('years', '?')} years)."
@@ -145,15 +209,21 @@ def _reasons(candidate: dict, skills: list[dict], matched: list[str]) -> list[st
     return [first, second, third]
 
 
-def _risk(candidate: dict, rng: random.Random) -> str:
-    location = candidate.get("location") or {}
-    options = [
-        "Limited evidence of measurable impact in recent roles.",
-        "Short tenure in the most recent position.",
-        f"Remote preference '{location.get('remote_preference', 'unknown')}' may not fit the role.",
-        "Seniority may not match the level of the role.",
-    ]
-    return options[rng.randrange(len(options))]
+_RISKS = (
+    "Limited evidence of measurable impact in recent roles.",
+    "Short tenure in the most recent position.",
+    None,  # the remote preference, filled in from the profile
+    "Seniority may not match the level of the role.",
+)
+
+
+def _risk(candidate: dict, seed: int) -> str:
+    risk = _RISKS[seed % len(_RISKS)]
+    if risk is None:
+        location = candidate.get("location")
+        preference = location.get("remote_preference") if isinstance(location, dict) else None
+        risk = f"Remote preference '{preference or 'unknown'}' may not fit the role."
+    return risk
 
 
 def _prose(seed: int) -> str:
