@@ -1,19 +1,25 @@
 """Streaming dataset writers: chunks rendered in worker processes, written in order, then renamed.
 
 Record i is rendered from (seed, i) alone: the bytes are identical for any worker count or chunking.
-Memory stays flat: at most `2 x workers` chunks are in flight whatever N is.
+Memory stays flat whatever N is: WORKER_BUFFERS parts per worker and WRITE_BUFFERS parts on their
+way to the disk, PART_BYTES each, are all that is ever in flight.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import functools
 import hashlib
+import mmap
 import multiprocessing
+import multiprocessing.connection
 import os
+import queue
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,8 +33,8 @@ from generators.schema import SCHEMA_VERSION
 
 FORMATS = ("json", "jsonl", "openai-batch")
 EXTENSIONS = {"json": ".json", "jsonl": ".jsonl", "openai-batch": ".openai-batch.jsonl"}
-GENERATOR_VERSION = "1.0.0"
-CHUNK_SIZE = 1000
+GENERATOR_VERSION = "1.1.0"  # bumped whenever the bytes of a dataset change
+CHUNK_SIZE = 200  # records a worker takes at a time: ~1.6 MB, one part
 
 
 class GenerationError(Exception):
@@ -97,45 +103,58 @@ def check_params(n: int, fmt: str, locale: str, as_of: str = DEFAULT_AS_OF) -> N
         ) from None
 
 
-class _ChunkRenderer:
-    """Renders chunks of records into one reused buffer.
+# Records are rendered into reused part buffers (their pages stay resident: allocating ~8 MB afresh
+# per chunk costs more in page faults than rendering the records does), hashed, and written with
+# O_DIRECT where the filesystem allows: the 1.4 GB then never pass through the page cache, whose
+# fresh pages cost more to fault in than the records cost to render (~10 us per 4 KB page on this
+# project's VM, whose free memory goes back to the host).
+_ALIGN = max(4096, mmap.PAGESIZE)  # O_DIRECT offsets, lengths and memory; page-cache pages
+PART_BYTES = 2 << 20  # at most this much is rendered before it is hashed and written
+WORKER_BUFFERS = 5  # per worker: it renders on while the parts before wait for a slower worker
+WRITE_BUFFERS = 4  # hashed parts waiting for the disk
 
-    Reusing the buffer keeps its pages resident: allocating ~8 MB afresh per chunk costs more
-    in page faults than rendering the records does.
-    """
+
+def _part_buffer() -> mmap.mmap:
+    """A part buffer: page-aligned, and shared with the parent after a fork."""
+    return mmap.mmap(-1, PART_BYTES)
+
+
+class _ChunkRenderer:
+    """Renders records into a part buffer, as they appear in the file."""
 
     def __init__(self, spec: _Spec) -> None:
         builder = CandidateBuilder(spec.seed, spec.locale, spec.as_of)
         self._build = builder.build_json
         self._fmt = spec.fmt
-        self._buffer = bytearray(1 << 20)
         if spec.fmt == "openai-batch":
             self._encoder = BatchLineEncoder(
                 job(spec.seed, spec.locale), spec.model, spec.max_tokens
             )
 
-    def render(self, start: int, stop: int) -> memoryview:
-        """Records start..stop-1, as they appear in the file; valid until the next call."""
-        buffer = self._buffer
+    def render(self, buffer: mmap.mmap, start: int, stop: int) -> tuple[int, int]:
+        """Records start.. into the buffer, up to stop or until it is full: (bytes, next record)."""
         build = self._build
         encode = self._encoder.encode if self._fmt == "openai-batch" else None
-        lead = b"," if self._fmt == "json" else b""  # before every record but the first
-        trail = b"\n" if self._fmt == "jsonl" else b""  # batch lines end in a newline already
+        lead = self._fmt == "json"  # a comma before every record but the first
+        trail = self._fmt == "jsonl"  # a newline after (batch lines end in one already)
         position = 0
-        for i in range(start, stop):
+        limit = len(buffer)
+        i = start
+        while i < stop:
             data = build(i) if encode is None else encode(candidate_id(i), build(i))
-            end = position + len(lead) + len(data) + len(trail)
-            if end > len(buffer):
-                buffer.extend(bytes(max(end - len(buffer), len(buffer))))
+            end = position + (lead and i > 0) + len(data) + trail
+            if end > limit and i > start:
+                break
             if lead and i:
-                buffer[position] = lead[0]
+                buffer[position] = 44  # ","
                 position += 1
             buffer[position : position + len(data)] = data
             position += len(data)
             if trail:
-                buffer[position] = trail[0]
+                buffer[position] = 10  # "\n"
                 position += 1
-        return memoryview(buffer)[:position]
+            i += 1
+        return position, i
 
 
 @functools.lru_cache(maxsize=4)
@@ -164,30 +183,33 @@ def write_dataset(
     path = Path(path)
     spec = _Spec(fmt, seed, locale, as_of, model, max_tokens)
     header = batch_header(n, seed, locale, as_of, model, max_tokens)
-    render = _renderer(spec).render  # build the tables before forking, so workers inherit them
+    renderer = _renderer(spec)  # build the tables before forking, so workers inherit them
     head = orjson.dumps(header)[:-1] + b',"candidates":[' if fmt == "json" else b""
     tail = b"]}\n" if fmt == "json" else b""
     bounds = [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
     digest = hashlib.sha256(head)
-    with _AtomicFile(path, size_hint=len(head) + n * _BYTES_HINT[fmt]) as out:
+    size_hint = len(head) + n * _BYTES_HINT[fmt]
+    if workers == 1 or len(bounds) == 1:
+        parts = _render_here(renderer, bounds)
+    else:
+        parts = _render_in_workers(spec, bounds, workers, path)
+    with (
+        _AtomicFile(path, size_hint=size_hint, direct=True) as out,
+        _PartWriter(out) as writer,
+        contextlib.closing(parts),  # on an error, too, the workers are stopped here
+    ):
         out.pwrite(head, 0)
         offset = len(head)
-        if workers == 1 or len(bounds) == 1:
-            for start, stop in bounds:
-                data = render(start, stop)
-                out.pwrite(data, offset)
-                digest.update(data)
-                offset += len(data)
-                if progress is not None:
-                    progress(stop - start)
-        else:
-            for (start, stop), chunk_offset, size in _write_in_workers(
-                spec, bounds, workers, out, offset
-            ):
-                digest.update(os.pread(out.fd, size, chunk_offset))
-                offset = chunk_offset + size
-                if progress is not None:
-                    progress(stop - start)
+        for part in parts:  # in file order
+            data = memoryview(part.buffer)[: part.size]
+            digest.update(data)
+            writer.write(data, offset)  # a copy: the part's buffer can take the next one now
+            if part.release is not None:
+                part.release()
+            offset += part.size
+            if part.finished and progress is not None:
+                progress(part.finished)
+        writer.close()
         out.pwrite(tail, offset)
         digest.update(tail)
         out.size = offset + len(tail)
@@ -213,69 +235,198 @@ def _write_sidecar(path: Path, header: dict) -> None:
         out.size = len(data)
 
 
-def _write_in_workers(spec: _Spec, bounds: list[tuple[int, int]], workers: int, out, offset: int):
-    """Workers render chunks and pwrite them themselves; yields (bounds, offset, size) in order.
+class _Part(NamedTuple):
+    """A rendered part, buffer[:size]; release() hands the buffer back to its worker."""
 
-    Worker k owns chunks k, k+W, ...; it reports a chunk's size, gets its offset (assigned in
-    chunk order here), writes, and acknowledges. Only sizes cross the pipes, never the data.
+    buffer: mmap.mmap
+    size: int
+    finished: int  # records of a chunk completed with this part (0 while the chunk goes on)
+    release: Callable[[], None] | None
+
+
+def _render_here(renderer: _ChunkRenderer, bounds: list[tuple[int, int]]) -> Iterator[_Part]:
+    """Parts rendered in this process, into one buffer (each is copied before the next)."""
+    buffer = _part_buffer()
+    for start, stop in bounds:
+        i = start
+        while i < stop:
+            size, i = renderer.render(buffer, i, stop)
+            yield _Part(buffer, size, stop - start if i == stop else 0, None)
+
+
+def _render_in_workers(
+    spec: _Spec, bounds: list[tuple[int, int]], workers: int, path: Path
+) -> Iterator[_Part]:
+    """Parts rendered by worker processes, in file order.
+
+    Each worker takes the next chunk whenever it is ready (a faster one does more), renders its
+    parts into buffers shared with this process in turn, and reports each part's chunk and size.
+    Only sizes cross the pipes, never the data; parts that come early wait here in their
+    buffers, and a worker waits only when all its buffers hold parts not taken yet.
     """
     context = multiprocessing.get_context("fork")
-    links = []
-    for index in range(workers):
-        ours, theirs = context.Pipe()
+    next_chunk = context.Value("q", 0)
+    links = {}
+    for _ in range(workers):
+        buffers = tuple(_part_buffer() for _ in range(WORKER_BUFFERS))
+        sizes, sizes_in = context.Pipe(duplex=False)
+        frees_out, frees = context.Pipe(duplex=False)
         process = context.Process(
-            target=_worker, args=(spec, bounds[index::workers], out.fd, theirs), daemon=True
+            target=_worker,
+            args=(spec, bounds, next_chunk, buffers, sizes_in, frees_out),
+            daemon=True,
         )
         process.start()
-        theirs.close()
-        links.append((process, ours))
+        sizes_in.close()
+        frees_out.close()
+        links[sizes] = _Link(process, frees, buffers)
+    running = set(links)  # the workers still rendering
+    early: dict[int, collections.deque[_Part]] = collections.defaultdict(collections.deque)
     try:
-        for number, chunk in enumerate(bounds):
-            process, link = links[number % workers]
-            size = _expect(link, "size", out.path)
-            link.send(offset)
-            _expect(link, "written", out.path)
-            yield chunk, offset, size
-            offset += size
+        for chunk in range(len(bounds)):
+            while True:
+                while not early[chunk]:
+                    if not running:
+                        raise GenerationError(f"generator workers left chunk {chunk} of {path}")
+                    for sizes in multiprocessing.connection.wait(list(running)):
+                        _receive(sizes, links[sizes], running, early, path)
+                part = early[chunk].popleft()
+                yield part
+                if part.finished:
+                    break
+            del early[chunk]
     finally:
-        for process, link in links:
-            link.close()
-            if process.is_alive():
-                process.terminate()
-            process.join()
+        for sizes, link in links.items():
+            sizes.close()
+            link.frees.close()
+            if link.process.is_alive():
+                link.process.terminate()
+            link.process.join()
 
 
-def _worker(spec: _Spec, bounds: list[tuple[int, int]], fd: int, link) -> None:
+class _Link:
+    """A worker as the parent sees it: the process, where to free buffers, and the buffers."""
+
+    def __init__(self, process, frees, buffers: tuple[mmap.mmap, ...]) -> None:
+        self.process = process
+        self.frees = frees
+        self.buffers = buffers
+        self.received = 0  # parts so far: the next one is in buffers[received % len(buffers)]
+
+
+def _receive(
+    sizes, link: _Link, running: set, early: dict[int, collections.deque[_Part]], path: Path
+) -> None:
+    """Take one message from a worker: a part (kept in `early` under its chunk), or its end."""
     try:
-        render = _renderer(spec).render
-        for start, stop in bounds:
-            data = render(start, stop)
-            link.send(("size", len(data)))
-            offset = link.recv()
-            _pwrite_all(fd, data, offset)
-            link.send(("written", None))
-    except OSError as exc:
-        link.send(("oserror", (exc.errno, exc.strerror)))
+        kind, value = sizes.recv()
+    except EOFError:
+        raise GenerationError(f"a generator worker died while writing {path}") from None
+    if kind == "error":
+        raise GenerationError(f"a generator worker failed while writing {path}: {value}")
+    if kind == "done":
+        running.discard(sizes)  # it has rendered its last chunk
+        return
+    chunk, size, finished = value
+    buffer = link.buffers[link.received % len(link.buffers)]
+    link.received += 1
+    early[chunk].append(_Part(buffer, size, finished, functools.partial(_free, link.frees)))
+
+
+def _free(frees) -> None:
+    """Tell a worker that the oldest part it rendered is taken: it may reuse that buffer."""
+    with contextlib.suppress(OSError):  # it has exited, or is being stopped
+        frees.send(None)
+
+
+def _worker(
+    spec: _Spec,
+    bounds: list[tuple[int, int]],
+    next_chunk,
+    buffers: tuple[mmap.mmap, ...],
+    sizes,
+    frees,
+) -> None:
+    try:
+        renderer = _renderer(spec)
+        parts = 0
+        while True:
+            with next_chunk.get_lock():
+                chunk = next_chunk.value
+                next_chunk.value += 1
+            if chunk >= len(bounds):
+                break
+            start, stop = bounds[chunk]
+            i = start
+            while i < stop:
+                if parts >= len(buffers):
+                    frees.recv()  # the oldest part was taken: reuse its buffer
+                size, i = renderer.render(buffers[parts % len(buffers)], i, stop)
+                sizes.send(("part", (chunk, size, stop - start if i == stop else 0)))
+                parts += 1
+        sizes.send(("done", None))
     except (EOFError, BrokenPipeError):
         pass  # the parent stopped early; it cleans up
     except BaseException as exc:
-        link.send(("error", repr(exc)))
+        sizes.send(("error", repr(exc)))
 
 
-def _expect(link, kind: str, path: Path) -> int:
-    try:
-        got, value = link.recv()
-    except EOFError:
-        raise GenerationError(f"a generator worker died while writing {path}") from None
-    if got == kind:
-        return value
-    if got == "oserror":
-        error = OSError(*value)
-        raise GenerationError(_describe_os_error(error, path))
-    raise GenerationError(f"a generator worker failed while writing {path}: {value}")
+class _PartWriter:
+    """Copies each part into a buffer of its own, aligned for O_DIRECT, and writes it in a
+    thread: the disk works while this process hashes the next part (hashing and writing both
+    release the GIL), and a worker gets its buffer back without waiting for the disk.
+    """
+
+    def __init__(self, out: _AtomicFile) -> None:
+        self._out = out
+        self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
+        for _ in range(WRITE_BUFFERS):
+            self._free.put(mmap.mmap(-1, _ALIGN + PART_BYTES))
+        self._queued: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="part-writer", daemon=True)
+
+    def __enter__(self) -> _PartWriter:
+        return self
+
+    def write(self, data: memoryview, offset: int) -> None:
+        """Queue data for writing at offset; raises an earlier failure."""
+        if self._error is not None:
+            raise self._error
+        if self._thread.ident is None:
+            self._thread.start()  # only now: the workers are forked before the first part
+        buffer = self._free.get()  # waits while every buffer is still being written
+        position = offset % _ALIGN  # the address of a whole block is then aligned, too
+        buffer[position : position + len(data)] = data
+        self._queued.put((buffer, position, len(data), offset))
+
+    def close(self) -> None:
+        """Wait until everything queued is written; raises what failed."""
+        if self._thread.is_alive():
+            self._queued.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            with contextlib.suppress(BaseException):  # the first error is the one to report
+                self.close()
+
+    def _run(self) -> None:
+        while (job := self._queued.get()) is not None:
+            buffer, position, size, offset = job
+            if self._error is None:
+                try:
+                    self._out.write_part(buffer, position, size, offset)
+                except BaseException as exc:
+                    self._error = exc
+            self._free.put(buffer)  # even after a failure, so that write() never waits forever
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
@@ -286,13 +437,15 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 class _AtomicFile:
     """A temp file beside the target, renamed over it only when everything was written.
 
-    Writes are positional (pwrite), so worker processes can share the descriptor; `size` set by
-    the writer is the final length (the preallocated excess is truncated away).
+    Writes are positional (pwrite); `size` set by the writer is the final length (the
+    preallocated excess is truncated away). With `direct`, write_part uses O_DIRECT if it can.
     """
 
-    def __init__(self, path: Path, size_hint: int = 0) -> None:
+    def __init__(self, path: Path, size_hint: int = 0, direct: bool = False) -> None:
         self.path = path
         self.size_hint = size_hint
+        self.direct = direct
+        self.direct_fd: int | None = None
         self.size = 0
 
     def __enter__(self) -> _AtomicFile:
@@ -308,17 +461,44 @@ class _AtomicFile:
             # unsupported here, or not that much room: plain writes still work
             with contextlib.suppress(OSError):
                 os.posix_fallocate(self.fd, 0, self.size_hint)
+        if self.direct:
+            self.direct_fd = _open_direct(self._tmp)
         return self
 
-    def pwrite(self, data: bytes, offset: int) -> None:
+    def pwrite(self, data: bytes | memoryview, offset: int) -> None:
         try:
             _pwrite_all(self.fd, data, offset)
         except OSError as exc:
             raise GenerationError(_describe_os_error(exc, self.path)) from None
 
+    def write_part(self, buffer: mmap.mmap, position: int, size: int, offset: int) -> None:
+        """Write buffer[position:position + size] at offset: its whole blocks with O_DIRECT, the
+        partial blocks at either end (shared with the neighbouring parts) through the page cache.
+
+        O_DIRECT wants the memory aligned like the file offset: position = offset % _ALIGN.
+        """
+        view = memoryview(buffer)[position : position + size]
+        skip = -offset % _ALIGN  # bytes before the first whole block
+        blocks = (size - skip) // _ALIGN * _ALIGN if size > skip else 0
+        if self.direct_fd is None or not blocks:
+            self.pwrite(view, offset)
+            return
+        middle = view[skip : skip + blocks]
+        try:
+            _pwrite_all(self.direct_fd, middle, offset + skip)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise GenerationError(_describe_os_error(exc, self.path)) from None
+            self.direct_fd = None  # it opened, but refuses writes: use the page cache from now on
+            self.pwrite(middle, offset + skip)
+        self.pwrite(view[:skip], offset)
+        self.pwrite(view[skip + blocks :], offset + skip + blocks)
+
     def __exit__(self, exc_type, exc, tb) -> None:
         ok = exc_type is None
         try:
+            if self.direct_fd is not None:
+                os.close(self.direct_fd)
             if ok:
                 os.ftruncate(self.fd, self.size)
                 os.fsync(self.fd)
@@ -331,6 +511,17 @@ class _AtomicFile:
         finally:
             if not ok:
                 Path(self._tmp).unlink(missing_ok=True)
+
+
+def _open_direct(path: str) -> int | None:
+    """A second, O_DIRECT descriptor on path, or None where the OS or filesystem has none."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return None
+    try:
+        return os.open(path, os.O_WRONLY | flag)
+    except OSError:
+        return None
 
 
 def _umask() -> int:

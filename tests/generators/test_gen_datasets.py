@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import fcntl
+import hashlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -10,6 +15,8 @@ import orjson
 import pytest
 
 import generators
+from generators import candidates, writers
+from generators._pools import slug
 from generators.candidates import CandidateBuilder
 
 # The team's files: candidates-batch-N.json and their sizes in bytes (as `ls -lh` showed them).
@@ -181,3 +188,79 @@ def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path: Path) -> No
         generators.write_dataset(path, 3_000, workers=2, chunk_size=1_000, progress=fail_midway)
     assert path.read_text() == "previous content"
     assert [p.name for p in tmp_path.iterdir()] == ["batch.json"]
+
+
+@pytest.mark.parametrize("locale", ["en_US", "ja_JP", "de_DE"])
+def test_records_are_exactly_what_orjson_writes(locale: str) -> None:
+    # build_json assembles JSON text from pieces escaped once; it must be orjson's own output
+    builder = CandidateBuilder(0, locale)
+    for i in range(300):
+        data = builder.build_json(i)
+        assert orjson.dumps(orjson.loads(data)) == data
+
+
+def test_pool_values_are_escaped_wherever_they_appear(monkeypatch: pytest.MonkeyPatch) -> None:
+    hostile = ('Zoë "Z" O\'Neil', "back\\slash", "two\nlines", "tab\tand\x07bell", "東京", "a/b")
+    base = candidates.pools(0, "en_US")
+    tricky = dataclasses.replace(
+        base,
+        first_names=hostile,
+        last_names=hostile[::-1],
+        first_slugs=tuple(map(slug, hostile)),
+        last_slugs=tuple(map(slug, hostile[::-1])),
+        cities=hostile,
+        companies=hostile,
+        streets=hostile,
+        regions=hostile,
+    )
+    monkeypatch.setattr(candidates, "pools", lambda seed, locale: tricky)
+    candidates._tables.cache_clear()
+    try:
+        builder = CandidateBuilder(0)
+        validator = generators.validator()
+        for i in range(200):
+            data = builder.build_json(i)
+            record = orjson.loads(data)
+            assert orjson.dumps(record) == data
+            name = record["name"]
+            assert name["first"] in hostile and name["full"] == f"{name['first']} {name['last']}"
+            assert record["resume_text"].startswith(f"{name['full'].upper()}\n")
+            assert record["experience"][0]["company"] in hostile
+            assert not list(validator.iter_errors(_as_batch(record)))
+    finally:
+        candidates._tables.cache_clear()
+
+
+def _as_batch(record: dict) -> dict:
+    header = generators.writers.batch_header(1, 0, "en_US", generators.DEFAULT_AS_OF, "m", 64)
+    return {**header, "candidates": [record]}
+
+
+def _refuse_direct_writes(real):
+    def pwrite_all(fd: int, data, offset: int) -> None:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real(fd, data, offset)
+
+    return pwrite_all
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="O_DIRECT is Linux-only")
+@pytest.mark.parametrize("io", ["direct", "page-cache", "direct-refused"])
+def test_parts_and_io_paths_give_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, io: str
+) -> None:
+    reference = generators.write_dataset(tmp_path / "ref.jsonl", 600, fmt="jsonl", seed=4)
+    # parts of ~40 KB: several per chunk, and block edges at every part boundary
+    monkeypatch.setattr(writers, "PART_BYTES", 40_000)
+    if io == "page-cache":
+        monkeypatch.setattr(writers, "_open_direct", lambda path: None)
+    if io == "direct-refused":
+        monkeypatch.setattr(writers, "_pwrite_all", _refuse_direct_writes(writers._pwrite_all))
+    for workers, chunk in ((1, 600), (2, 37), (3, 100)):
+        path = tmp_path / f"{io}-{workers}-{chunk}.jsonl"
+        info = generators.write_dataset(
+            path, 600, fmt="jsonl", seed=4, workers=workers, chunk_size=chunk
+        )
+        assert info.sha256 == reference.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert info.bytes == reference.bytes == path.stat().st_size
