@@ -1,7 +1,7 @@
 """uvicorn's httptools protocol with writes coalesced per event-loop step.
 
 uvicorn writes a response's head and its body with two `transport.write` calls, so each small
-response costs two send() syscalls; on loopback that was a fifth of the server's time at zero
+response costs two send() syscalls; on loopback that was a quarter of the server's CPU at zero
 latency. Writes made in one step of the loop leave in one send() at the end of that step.
 """
 
