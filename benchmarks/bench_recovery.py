@@ -18,8 +18,8 @@ import time
 
 import httpx
 
-from harness.embedded import EmbeddedServer
 from harness.rundir import RunDir
+from harness.supervision.embedded import EmbeddedServer
 
 HEALTHY_S = 1.0
 CHAT = {"model": "llama3.1:8b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from harness.rundir import RunDir
-from harness.samplers import DiskSampler, RamSampler, SamplerLoop, Tick
+from harness.supervision.samplers import DiskSampler, RamSampler, SamplerLoop, Tick
 
 _TREE = (
     "import subprocess, sys, time\n"

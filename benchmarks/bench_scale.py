@@ -24,8 +24,8 @@ import orjson
 
 import generators
 from harness.driver.dataset import generated
-from harness.embedded import EmbeddedServer
 from harness.rundir import RunDir, new_run_id
+from harness.supervision.embedded import EmbeddedServer
 
 GOALS = {"batch-api": 180.0, "client": 300.0}  # seconds for 170K on 2 cores
 RSS_GROWTH_GOAL = 50 * 1024**2

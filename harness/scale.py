@@ -53,7 +53,7 @@ from harness.rundir import (
     utc_iso,
     write_json_atomic,
 )
-from harness.supervisor import ADMIN_TOKEN_ENV, Supervisor
+from harness.supervision.supervisor import ADMIN_TOKEN_ENV, Supervisor
 
 MODES = ("client", "batch-api")
 _RUNG_ENV = "HARNESS_LADDER_RUNG"
@@ -482,7 +482,7 @@ class _Target:
 @contextlib.contextmanager
 def _open_target(config: ScaleConfig, run_dir: RunDir) -> Iterator[_Target]:
     if config.target is None:
-        from harness.embedded import EmbeddedServer
+        from harness.supervision.embedded import EmbeddedServer
 
         speed = "max" if config.speed is None else repr(config.speed)
         server_args = ["--oom", "kill", "--speed", speed, *config.server_args]
@@ -512,7 +512,7 @@ def _open_target(config: ScaleConfig, run_dir: RunDir) -> Iterator[_Target]:
                 supervisor=server.supervisor,
             )
         return
-    from harness.samplers import start_sampling
+    from harness.supervision.samplers import start_sampling
 
     url = config.target.rstrip("/")
     sampler = start_sampling(run_dir, interval=config.sample_interval, metrics_url=url + "/metrics")

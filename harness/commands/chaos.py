@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.chaos import FAULTS, MAX_INJECTIONS, run_chaos
 from harness.errors import UserError
 from harness.rundir import RunDir
+from harness.supervision.chaos import FAULTS, MAX_INJECTIONS, run_chaos
 from harness.units import parse_duration
 
 

@@ -13,7 +13,7 @@ import psutil
 
 from harness.errors import UserError
 from harness.rundir import MANIFEST, RunDir, read_jsonl, utc_iso
-from harness.samplers import start_sampling
+from harness.supervision.samplers import start_sampling
 from harness.units import format_bytes, parse_duration
 
 _MATCH_RETRY_S = 1.0  # how often a vanished --match target is looked for again

@@ -10,8 +10,8 @@ from typing import Any
 from harness.errors import UserError
 from harness.net import require_loopback_url, url_origin
 from harness.rundir import MANIFEST, RunDir, utc_iso
-from harness.samplers import start_sampling
-from harness.supervisor import Supervisor
+from harness.supervision.samplers import start_sampling
+from harness.supervision.supervisor import Supervisor
 from harness.units import parse_bytes, parse_duration
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM)

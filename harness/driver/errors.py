@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import httpx
 
-from harness.exits import OOM_TEXT
+from harness.supervision.exits import OOM_TEXT
 
 OOM_ERROR = "oom_error"
 CONNECTION = "connection"

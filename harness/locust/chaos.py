@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from harness.supervisor import TARGET_FILE
+from harness.supervision.supervisor import TARGET_FILE
 
 if TYPE_CHECKING:
     from harness.locust.context import RunContext

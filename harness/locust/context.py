@@ -15,7 +15,7 @@ from harness.locust.records import RunLog
 if TYPE_CHECKING:
     from harness.locust.target import EmbeddedTarget
     from harness.rundir import RunDir
-    from harness.samplers import SamplerLoop
+    from harness.supervision.samplers import SamplerLoop
 
 # Set on the master's parsed options, which Locust forwards to every worker with its spawn jobs.
 SHARED_WORKERS = "harness_workers"

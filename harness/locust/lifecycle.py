@@ -40,8 +40,8 @@ from harness.locust.shape import LoadShape
 from harness.locust.target import EmbeddedTarget
 from harness.net import is_loopback_url
 from harness.rundir import MANIFEST, RunDir, utc_iso
-from harness.samplers import LoadSampler, SamplerLoop, start_sampling
-from harness.supervisor import ADMIN_TOKEN_ENV
+from harness.supervision.samplers import LoadSampler, SamplerLoop, start_sampling
+from harness.supervision.supervisor import ADMIN_TOKEN_ENV
 
 logger = logging.getLogger(__name__)
 

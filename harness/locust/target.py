@@ -6,10 +6,10 @@ latencies being measured. So Locust starts
 
     python -m harness.locust.target RUN_DIR --sample-interval S -- SERVER_ARGS...
 
-which runs harness.embedded.EmbeddedServer, prints {"url", "admin_token"} (or {"error"}) as one
-JSON line, then reads request outcomes ("1 <t>" ok, "0 <t>" failed) from stdin for the
-supervisor's recovery timing. End of input stops the server, so a Locust that dies, even of
-SIGKILL, takes its server with it. This module does not import Locust.
+which runs harness.supervision.embedded.EmbeddedServer, prints {"url", "admin_token"} (or
+{"error"}) as one JSON line, then reads request outcomes ("1 <t>" ok, "0 <t>" failed) from
+stdin for the supervisor's recovery timing. End of input stops the server, so a Locust that
+dies, even of SIGKILL, takes its server with it. This module does not import Locust.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # runs the finally below
 
-    from harness.embedded import EmbeddedServer
     from harness.rundir import RunDir
+    from harness.supervision.embedded import EmbeddedServer
 
     out = sys.stdout.buffer
     server = EmbeddedServer(

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from harness.samplers.base import Tick
+from harness.supervision.samplers.base import Tick
 
 
 class DiskSampler:

@@ -14,9 +14,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from harness.proctree import ProcessTree
 from harness.rundir import RunDir
-from harness.samplers.base import Notices, Sampler, Tick
+from harness.supervision.proctree import ProcessTree
+from harness.supervision.samplers.base import Notices, Sampler, Tick
 
 _LATENESS_KEPT = 100_000  # about 3 h at 0.1 s; enough for a faithful p99
 

@@ -10,8 +10,8 @@ import threading
 
 import httpx
 
-from harness.embedded import EmbeddedServer
 from harness.rundir import RunDir
+from harness.supervision.embedded import EmbeddedServer
 
 from .helpers import events, samples, wait_for
 

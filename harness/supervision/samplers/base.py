@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from harness.proctree import ProcessTree
+from harness.supervision.proctree import ProcessTree
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.exits import (
+from harness.supervision.exits import (
     COMPLETED,
     CRASH,
     OOM_ERROR,

@@ -16,13 +16,13 @@ from typing import Any
 from harness.errors import UserError
 from harness.gpu import GpuUnavailable
 from harness.rundir import RunDir
-from harness.samplers.base import Notices, Sampler, Tick
-from harness.samplers.disk import DiskSampler
-from harness.samplers.load import LoadSampler
-from harness.samplers.loop import SamplerLoop
-from harness.samplers.ram import RamSampler
-from harness.samplers.server import ServerSampler, normalise_metric_name, parse_metrics
-from harness.samplers.vram import VramSampler
+from harness.supervision.samplers.base import Notices, Sampler, Tick
+from harness.supervision.samplers.disk import DiskSampler
+from harness.supervision.samplers.load import LoadSampler
+from harness.supervision.samplers.loop import SamplerLoop
+from harness.supervision.samplers.ram import RamSampler
+from harness.supervision.samplers.server import ServerSampler, normalise_metric_name, parse_metrics
+from harness.supervision.samplers.vram import VramSampler
 
 __all__ = [
     "DiskSampler",

@@ -17,7 +17,7 @@ T = TypeVar("T")
 
 
 def program(name: str, *args: object) -> list[str]:
-    """Command line running one of tests/supervisor/programs with this interpreter."""
+    """Command line running one of tests/supervision/programs with this interpreter."""
     return [sys.executable, str(PROGRAMS / name), *map(str, args)]
 
 

@@ -16,7 +16,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.net import require_loopback_url
-from harness.samplers.base import Notices, Tick
+from harness.supervision.samplers.base import Notices, Tick
 
 _SKIPPED_PREFIXES = ("python_", "process_")
 _KEPT_TYPES = frozenset({"gauge", "counter", "unknown", "untyped", "histogram", "summary"})

@@ -7,9 +7,9 @@ from typing import Any
 
 import psutil
 
-from harness.cgroup import MemoryCgroup, memory_cgroup
-from harness.procfs import PinnedFile
-from harness.samplers.base import Tick
+from harness.supervision.cgroup import MemoryCgroup, memory_cgroup
+from harness.supervision.procfs import PinnedFile
+from harness.supervision.samplers.base import Tick
 
 
 class RamSampler:

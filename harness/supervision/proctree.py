@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from harness.procfs import PinnedFile, read_once
+from harness.supervision.procfs import PinnedFile, read_once
 
 _PROC = os.path.exists("/proc/self/statm") and os.path.exists("/proc/self/stat")
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if _PROC else 4096

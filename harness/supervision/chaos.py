@@ -26,7 +26,7 @@ import psutil
 from harness.errors import UserError
 from harness.net import require_loopback_url
 from harness.rundir import EVENTS, RunDir
-from harness.supervisor import ADMIN_TOKEN_ENV, TARGET_FILE
+from harness.supervision.supervisor import ADMIN_TOKEN_ENV, TARGET_FILE
 
 FAULTS = ("kill", "oom", "hang", "error-burst")
 MAX_INJECTIONS = 1000

@@ -12,12 +12,12 @@ from typing import Any
 import psutil
 import pytest
 
-from harness.cgroup import memory_cgroup
 from harness.errors import UserError
-from harness.proctree import ProcessTree
 from harness.rundir import RunDir
-from harness.samplers import SamplerLoop, Tick, parse_metrics, start_sampling
-from harness.samplers.ram import RamSampler
+from harness.supervision.cgroup import memory_cgroup
+from harness.supervision.proctree import ProcessTree
+from harness.supervision.samplers import SamplerLoop, Tick, parse_metrics, start_sampling
+from harness.supervision.samplers.ram import RamSampler
 
 from .helpers import program, samples, wait_for
 

@@ -10,11 +10,11 @@ import threading
 import psutil
 import pytest
 
-from harness.chaos import inject, read_target
 from harness.errors import UserError
 from harness.net import free_port
 from harness.rundir import RunDir, write_json_atomic
-from harness.supervisor import TARGET_FILE, Supervisor
+from harness.supervision.chaos import inject, read_target
+from harness.supervision.supervisor import TARGET_FILE, Supervisor
 
 from .helpers import events, program
 

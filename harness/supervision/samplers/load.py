@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-from harness.samplers.base import Tick
+from harness.supervision.samplers.base import Tick
 
 
 class LoadSampler:

@@ -26,12 +26,12 @@ import httpx
 import orjson
 import psutil
 
-from harness.cgroup import MemoryCgroup, memory_cgroup, system_oom_kills
 from harness.errors import UserError
-from harness.exits import COMPLETED, ExitVerdict, classify_exit, find_oom_line
 from harness.net import require_loopback_url, url_origin
-from harness.proctree import ProcessTree, TreeMemory
 from harness.rundir import EVENTS, RunDir, utc_iso, write_json_atomic
+from harness.supervision.cgroup import MemoryCgroup, memory_cgroup, system_oom_kills
+from harness.supervision.exits import COMPLETED, ExitVerdict, classify_exit, find_oom_line
+from harness.supervision.proctree import ProcessTree, TreeMemory
 from harness.units import format_bytes
 
 TARGET_FILE = "target.json"

@@ -17,8 +17,8 @@ import httpx
 from harness.errors import UserError
 from harness.net import free_port
 from harness.rundir import RunDir
-from harness.samplers import SamplerLoop, start_sampling
-from harness.supervisor import ADMIN_TOKEN_ENV, Supervisor
+from harness.supervision.samplers import SamplerLoop, start_sampling
+from harness.supervision.supervisor import ADMIN_TOKEN_ENV, Supervisor
 
 _DEATH_FAULTS = frozenset({"oom", "crash"})
 

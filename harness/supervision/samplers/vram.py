@@ -9,7 +9,7 @@ from typing import Any
 import psutil
 
 from harness.gpu import nvml
-from harness.samplers.base import Notices, Tick
+from harness.supervision.samplers.base import Notices, Tick
 
 _UNSUPPORTED_NAMES = (
     "NVML_ERROR_NOT_SUPPORTED",

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from harness import gpu
-from harness.proctree import ProcessTree
 from harness.rundir import RunDir
-from harness.samplers import Tick, VramSampler, start_sampling
+from harness.supervision.proctree import ProcessTree
+from harness.supervision.samplers import Tick, VramSampler, start_sampling
 
 from .helpers import events, samples, wait_for
 

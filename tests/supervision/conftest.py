@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.rundir import RunDir
-from harness.supervisor import Supervisor
+from harness.supervision.supervisor import Supervisor
 
 
 @pytest.fixture

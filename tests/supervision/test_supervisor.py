@@ -13,8 +13,8 @@ import pytest
 from harness.errors import UserError
 from harness.net import free_port
 from harness.rundir import RunDir
-from harness.samplers import start_sampling
-from harness.supervisor import Supervisor
+from harness.supervision.samplers import start_sampling
+from harness.supervision.supervisor import Supervisor
 
 from .helpers import alive, events, program, samples, wait_for
 

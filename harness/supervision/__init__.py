@@ -1,0 +1,5 @@
+"""Supervision: the target as a process group, its exits, its memory, and faults against it.
+
+`supervisor` restarts and times, `exits` classifies, `proctree`/`procfs`/`cgroup` read memory,
+`samplers/` write samples.jsonl, `chaos` injects faults, `embedded` runs the reference server.
+"""
