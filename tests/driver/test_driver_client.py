@@ -169,7 +169,7 @@ def test_prompts_too_long_for_the_model_stop_the_run_with_the_fix(tmp_path, make
         b'However, you requested 900 tokens.","type":"BadRequestError","param":null,"code":400}'
     )
     server = make_server(lambda path, _: (400, {}, body))
-    with pytest.raises(TargetRejected, match="maximum context length.*lower --max-tokens"):
+    with pytest.raises(TargetRejected, match=r"maximum context length.*lower --max-tokens"):
         _drive(server.url, tmp_path, 100, concurrency=4, health_url=server.url)
     assert not list(read_ids(tmp_path / "results.jsonl"))
 
@@ -177,6 +177,6 @@ def test_prompts_too_long_for_the_model_stop_the_run_with_the_fix(tmp_path, make
 def test_a_model_the_server_lacks_stops_at_the_first_answer(tmp_path, make_server):
     body = b'{"error":"model \\"llama3\\" not found, try pulling it first"}'
     server = make_server(lambda path, _: (404, {}, body))
-    with pytest.raises(TargetRejected, match='llama3.* not found.*check --model'):
+    with pytest.raises(TargetRejected, match=r"llama3.* not found.*check --model"):
         _drive(server.url, tmp_path, 100, concurrency=1, health_url=server.url)
     assert len(list(read_jsonl(tmp_path / "requests.jsonl"))) == 1
