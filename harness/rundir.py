@@ -135,9 +135,7 @@ class JsonlWriter:
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, start)
-                raise WriteFailed(
-                    f"cannot append to {self.path}: {exc.strerror or exc}"
-                ) from None
+                raise WriteFailed(f"cannot append to {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         with self._lock:

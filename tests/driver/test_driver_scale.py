@@ -140,9 +140,9 @@ def test_the_driver_killed_mid_run_resumes_without_loss_or_repeat(tmp_path, cach
 
 def test_a_sigkilled_scale_leaves_no_embedded_server_behind(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
+    args = ["--n", "2500", "--run-dir", str(run_dir), "--no-report", "--speed", "max"]
     driver = subprocess.Popen(
-        [*HARNESS, "scale", "--n", "2500", "--run-dir", str(run_dir), "--no-report"]
-        + ["--runs-root", str(tmp_path), "--cache-dir", cache_dir, "--speed", "max"],
+        [*HARNESS, "scale", *args, "--runs-root", str(tmp_path), "--cache-dir", cache_dir],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
