@@ -6,6 +6,7 @@ readers tolerate a torn last line left by a producer that was killed mid-write.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from harness.errors import UserError
 
 SAMPLES = "samples.jsonl"
 EVENTS = "events.jsonl"
@@ -103,8 +106,16 @@ def repair_jsonl(path: str | os.PathLike[str]) -> int:
         return size - keep
 
 
+class WriteFailed(UserError):
+    """An appended line could not be written whole (disk full, file size limit, I/O error)."""
+
+
 class JsonlWriter:
-    """Thread-safe appender: each record is one write of one full line, flushed at once."""
+    """Thread-safe appender: each record is one full line or an error, never a partial line.
+
+    A short write (ENOSPC on a nearly full disk, RLIMIT_FSIZE) is finished or undone: the file is
+    cut back to where the line started, so no later append lands inside a half-written one.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -115,7 +126,16 @@ class JsonlWriter:
     def write(self, record: dict[str, Any]) -> None:
         line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
         with self._lock:
-            self._file.write(line)
+            fd = self._file.fileno()
+            start = os.fstat(fd).st_size
+            view = memoryview(line)
+            try:
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise WriteFailed(f"cannot append to {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         with self._lock:

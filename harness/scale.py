@@ -30,7 +30,7 @@ import psutil
 import generators
 from harness.calibration import measure
 from harness.driver.batch_api import BatchApiDriver, BatchConfig
-from harness.driver.checkpoint import Checkpoint, IdSet, dataset_ids, verify
+from harness.driver.checkpoint import RESULTS, Checkpoint, IdSet, dataset_ids, verify
 from harness.driver.client import ClientDriver, DriverConfig, DriverStats, TargetRejected
 from harness.driver.dataset import (
     Dataset,
@@ -48,6 +48,7 @@ from harness.rundir import (
     MANIFEST,
     SUMMARY,
     RunDir,
+    WriteFailed,
     new_run_id,
     repair_jsonl,
     utc_iso,
@@ -163,7 +164,7 @@ def resume_scale(
     _check(config)
     dataset = check_unchanged(manifest["dataset"])
     for name in os.listdir(run_dir.path):  # a killed run may have torn any of its logs
-        if name.endswith(".jsonl"):
+        if name.endswith(".jsonl") and name != RESULTS:  # the checkpoint repairs (and reports) it
             repair_jsonl(run_dir.path / name)
     resumes = [*manifest.get("resumes", []), {"time": utc_iso(), "pid": os.getpid()}]
     run_dir.update_manifest(resumes=resumes, end_time=None)
@@ -322,6 +323,11 @@ def _execute(
         raise UserError(
             f"{exc}; {progress.done:,} of {config.n:,} results are saved: once the target "
             f"serves again, finish with harness scale --resume {run_dir.path}"
+        ) from None
+    except WriteFailed as exc:
+        raise UserError(
+            f"{exc}; every result written before it is whole: free space, then finish with "
+            f"harness scale --resume {run_dir.path}"
         ) from None
     except KeyboardInterrupt:
         console.say(f"interrupted; finish with harness scale --resume {run_dir.path}")

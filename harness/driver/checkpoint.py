@@ -2,8 +2,8 @@
 
 A driver killed at any instant loses at most the line it was writing; `--resume` truncates that torn
 line, skips every custom_id already there, and sends only the rest, so nothing is lost or repeated.
-Lines follow the OpenAI Batch output shape, with `custom_id` and `ok` first so ids can be read
-without parsing whole responses.
+Lines follow the OpenAI Batch output shape, with `custom_id` and `ok` first; every line is parsed
+whole when read back, so a corrupt line is never taken for a result.
 """
 
 from __future__ import annotations
@@ -28,7 +28,13 @@ _HEAD = re.compile(rb'^\{"custom_id":("(?:[^"\\]|\\.)*")(?:,"ok":(true|false))?'
 
 
 def read_ids(path: str | os.PathLike[str]) -> Iterator[tuple[str, bool]]:
-    """(custom_id, ok) of every complete line of a results file, in file order."""
+    """(custom_id, ok) of every complete, well-formed line of a results file, in file order."""
+    return (entry for entry in _read_entries(path) if entry is not None)
+
+
+def _read_entries(path: str | os.PathLike[str]) -> Iterator[tuple[str, bool] | None]:
+    """Every complete line as (custom_id, ok), or None for a line that does not parse whole (a
+    write cut short, a corrupt block): such a line never counts as a result."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
@@ -36,20 +42,22 @@ def read_ids(path: str | os.PathLike[str]) -> Iterator[tuple[str, bool]]:
     with handle:
         for line in handle:
             if not line.endswith(b"\n"):
-                break  # torn by a kill: that result never counted
-            match = _HEAD.match(line)
-            if match and match.group(2):
-                yield orjson.loads(match.group(1)), match.group(2) == b"true"
+                break  # torn by a kill: repaired on resume, never counted
+            if not line.strip():
                 continue
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError:
+                yield None
                 continue
-            if isinstance(record, dict) and "custom_id" in record:
-                ok = record.get("ok")
-                if ok is None:
-                    ok = record.get("error") is None
-                yield record["custom_id"], bool(ok)
+            custom_id = record.get("custom_id") if isinstance(record, dict) else None
+            if not isinstance(custom_id, str):
+                yield None
+                continue
+            ok = record.get("ok")
+            if ok is None:
+                ok = record.get("error") is None
+            yield custom_id, bool(ok)
 
 
 def dataset_ids(path: str | os.PathLike[str]) -> Iterator[str]:
@@ -86,13 +94,18 @@ class IdSet:
 
 
 def verify(expected: Iterable[str], results: str | os.PathLike[str]) -> dict[str, int]:
-    """Exactly-once check: {expected, received, lost, duplicated, unexpected, failed}.
+    """Exactly-once check: {expected, received, lost, duplicated, unexpected, failed, corrupt}.
 
-    received counts distinct ids with a result; duplicated counts extra lines for an id.
+    received counts distinct ids with a result; duplicated counts extra lines for an id; corrupt
+    counts lines that do not parse whole, whose ids (if any) count as lost.
     """
     lines = array("q")
-    failed = 0
-    for custom_id, ok in read_ids(results):
+    failed = corrupt = 0
+    for entry in _read_entries(results):
+        if entry is None:
+            corrupt += 1
+            continue
+        custom_id, ok = entry
         lines.append(hash(custom_id))
         failed += not ok
     received = _distinct_sorted(lines)
@@ -105,6 +118,7 @@ def verify(expected: Iterable[str], results: str | os.PathLike[str]) -> dict[str
         "duplicated": len(lines) - len(received),
         "unexpected": len(received) - present,
         "failed": failed,
+        "corrupt": corrupt,
     }
 
 

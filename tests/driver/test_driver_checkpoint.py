@@ -59,7 +59,19 @@ def test_verify_counts_lost_duplicated_unexpected_and_failed(tmp_path):
         "duplicated": 1,
         "unexpected": 1,
         "failed": 1,
+        "corrupt": 0,
     }
+
+
+def test_a_corrupt_line_that_ends_in_a_newline_is_not_a_result(tmp_path):
+    # what a short write followed by the next append used to leave: cand-1 cut, cand-2 inside it
+    path = tmp_path / "results.jsonl"
+    torn = _line("cand-1")[:30] + _line("cand-2")
+    path.write_bytes(_line("cand-0") + torn + b'{"custom_id":"cand-3","ok":true,"x":[}\n')
+    assert list(read_ids(path)) == [("cand-0", True)]
+    report = verify(["cand-0", "cand-1", "cand-2", "cand-3"], path)
+    assert (report["lost"], report["corrupt"], report["received"]) == (3, 2, 1)
+    assert len(Checkpoint(tmp_path).completed()) == 1  # a resume sends the other three again
 
 
 def test_idset_membership():

@@ -53,6 +53,7 @@ def test_every_request_once_through_resets_and_ooms(tmp_path, make_server):
         "duplicated": 0,
         "unexpected": 0,
         "failed": 0,
+        "corrupt": 0,
     }
     assert stats.failures["connection"] >= 50 and stats.failures["oom_error"] == 30
     attempts = list(read_jsonl(tmp_path / "requests.jsonl"))

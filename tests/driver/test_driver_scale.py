@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import psutil
 import pytest
 
 from harness.driver.checkpoint import read_ids
@@ -51,6 +52,7 @@ def _exactly_once(outcome, n: int) -> None:
         "duplicated": 0,
         "unexpected": 0,
         "failed": 0,
+        "corrupt": 0,
     }
     ids = Counter(custom_id for custom_id, _ in read_ids(outcome.run_dir / "results.jsonl"))
     assert len(ids) == n and set(ids.values()) == {1}
@@ -112,6 +114,10 @@ def test_the_driver_killed_mid_run_resumes_without_loss_or_repeat(tmp_path, cach
         driver.wait(10)
         before = sum(1 for _ in read_ids(results))
         assert 0 < before < 2500
+        data = results.read_bytes()
+        with results.open("ab") as torn:  # as if the kill had cut a line in half
+            torn.write(b'{"custom_id":"cand-torn","ok":tr')
+        torn_bytes = len(data) - (data.rfind(b"\n") + 1) + len(b'{"custom_id":"cand-torn","ok":tr')
         resumed = subprocess.run(
             [*HARNESS, "scale", "--resume", str(run_dir), "--target", url, "--no-report"],
             capture_output=True,
@@ -126,9 +132,34 @@ def test_the_driver_killed_mid_run_resumes_without_loss_or_repeat(tmp_path, cach
     assert len(ids) == 2500 and set(ids.values()) == {1}
     resume = _events(run_dir, "checkpoint")[-1]
     assert (resume["action"], resume["completed"]) == ("resume", before)
+    assert resume["torn_bytes"] == torn_bytes
     assert f"{before:,} of 2,500 already done" in resumed.stderr
     verification = _events(run_dir, "verification")[-1]
     assert (verification["lost"], verification["duplicated"]) == (0, 0)
+
+
+def test_a_sigkilled_scale_leaves_no_embedded_server_behind(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    args = ["--n", "2500", "--run-dir", str(run_dir), "--no-report", "--speed", "max"]
+    driver = subprocess.Popen(
+        [*HARNESS, "scale", *args, "--runs-root", str(tmp_path), "--cache-dir", cache_dir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    results = run_dir / "results.jsonl"
+    _wait_for(lambda: results.exists() and results.stat().st_size > 0, "some results")
+    server_pid = orjson.loads((run_dir / "target.json").read_bytes())["pid"]
+    assert psutil.pid_exists(server_pid)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(10)
+    _wait_for(lambda: not _alive(server_pid), "the embedded server to die with its driver")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_ladder_fits_small_sizes_and_extrapolates(tmp_path, cache_dir):
