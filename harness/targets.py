@@ -9,6 +9,7 @@ absent from what is learned.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -248,3 +249,57 @@ def _owned_by(models_doc: Any) -> str | None:
 
 def _only(models: tuple[str, ...]) -> str | None:
     return models[0] if len(models) == 1 else None
+
+
+# Servers `harness scale --serve` knows how to start: (words that name it on its command line,
+# default port, health path). Its health path is where it answers 200 only once it can serve.
+_SERVERS = (
+    (("vllm",), 8000, "/health"),
+    (("vllm.entrypoints.openai.api_server",), 8000, "/health"),
+    (("llama_cpp.server",), 8000, "/v1/models"),  # it loads the model before it listens
+    (("llama-server",), 8080, "/health"),
+    (("ollama",), 11434, "/api/version"),  # it loads a model on its first request
+    (("harness", "serve"), 8000, "/health/ready"),
+)
+
+
+def serve_url(command: Sequence[str]) -> str | None:
+    """The URL the server `command` starts will listen on: its --port (and loopback --host),
+    else its program's default port; None for a program not known."""
+    port = _option(command, "--port")
+    host = _option(command, "--host")
+    if host in (None, "0.0.0.0", "::", "localhost"):
+        host = "127.0.0.1"
+    known = _known(command)
+    if port is None and known is not None and known[0] == ("ollama",):
+        address = os.environ.get("OLLAMA_HOST", "127.0.0.1:11434").removeprefix("http://")
+        host, _, port = address.rpartition(":")
+        host = host or "127.0.0.1"
+    if port is None and known is not None:
+        port = str(known[1])
+    if port is None:
+        return None
+    return f"http://{host}:{port}"
+
+
+def serve_health_path(command: Sequence[str]) -> str:
+    """Where the server `command` starts says it is ready: its own health route when known."""
+    known = _known(command)
+    return known[2] if known is not None else "/v1/models"
+
+
+def _known(command: Sequence[str]) -> tuple[tuple[str, ...], int, str] | None:
+    words = [part.rsplit("/", 1)[-1] for part in command[:4]]
+    for server in _SERVERS:
+        if all(word in words for word in server[0]):
+            return server
+    return None
+
+
+def _option(command: Sequence[str], name: str) -> str | None:
+    for i, part in enumerate(command):
+        if part == name and i + 1 < len(command):
+            return command[i + 1]
+        if part.startswith(name + "="):
+            return part.split("=", 1)[1]
+    return None
