@@ -58,7 +58,14 @@ from harness.rundir import (
     write_json_atomic,
 )
 from harness.supervision.supervisor import ADMIN_TOKEN_ENV, Supervisor
-from harness.targets import Target, choose_model, probe, serve_health_path, serve_url
+from harness.targets import (
+    Target,
+    choose_model,
+    probe,
+    serve_context,
+    serve_health_path,
+    serve_url,
+)
 
 MODES = ("client", "batch-api")
 _RUNG_ENV = "HARNESS_LADDER_RUNG"
@@ -581,6 +588,9 @@ def _served_target(config: ScaleConfig, run_dir: RunDir, console: _Console) -> I
                 f"see its log, {supervisor.log_path}"
             )
         info = probe(url, model=config.model)
+        context = serve_context(config.serve)
+        if info.max_model_len is None and context is not None:
+            info = replace(info, max_model_len=context[0], max_model_len_source=context[1])
         console.say(f"target {info.describe()}")
         sampler = start_sampling(
             run_dir,
