@@ -34,7 +34,7 @@ from harness.locust.context import (
     run_context,
 )
 from harness.locust.curves import DEFAULT_RUN_TIME_S
-from harness.locust.options import CHAOS_USER, Settings, add_arguments
+from harness.locust.options import CHAOS_USER, Settings, add_arguments, wide_listeners
 from harness.locust.records import RunLog
 from harness.locust.shape import LoadShape
 from harness.locust.target import EmbeddedTarget
@@ -56,6 +56,8 @@ def _on_init(environment: Environment, **_: Any) -> None:
     options = environment.parsed_options
     if context.is_worker or options is None:
         return
+    for warning in wide_listeners(options):
+        logger.warning(warning)
     _bound_the_load(environment)
     run_dir = RunDir(options.run_dir) if options.run_dir else RunDir.create("runs", prefix="locust")
     options.run_dir = str(run_dir.path)

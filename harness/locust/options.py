@@ -20,7 +20,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.locust.curves import LOAD_SHAPES
-from harness.net import is_loopback_url
+from harness.net import LOOPBACK_HOST, is_loopback_host, is_loopback_url
 from harness.units import parse_duration
 
 APIS = ("openai", "ollama")
@@ -161,7 +161,27 @@ def add_arguments(parser: Any) -> None:
         web_ui=False,
         help="Most OOMs one test injects. Default: 10",
     )
+    # Locust binds its web UI and master port to every interface, with no authentication.
+    parser.set_defaults(web_host=LOOPBACK_HOST, master_bind_host=LOOPBACK_HOST)
     parser.parse_args = functools.partial(_parse_and_check, parser, parser.parse_args)
+
+
+def wide_listeners(options: Any) -> list[str]:
+    """Warnings for listeners a user opened beyond loopback (web UI, master port)."""
+    wide = []
+    if not getattr(options, "headless", False) and not _loopback_bind(options.web_host):
+        wide.append(f"--web-host {options.web_host or '*'}: the web UI")
+    if getattr(options, "master", False) and not _loopback_bind(options.master_bind_host):
+        wide.append(f"--master-bind-host {options.master_bind_host}: the master port")
+    return [
+        f"{what} listens beyond this machine with no authentication; anyone who reaches it "
+        "can start load. Use 127.0.0.1 unless you mean it"
+        for what in wide
+    ]
+
+
+def _loopback_bind(host: str) -> bool:
+    return host not in ("", "*") and is_loopback_host(host)
 
 
 def _parse_and_check(parser: Any, parse_args: Callable[..., Namespace], *args: Any, **kwargs: Any):

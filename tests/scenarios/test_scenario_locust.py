@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import psutil
 import pytest
 
 from harness.net import free_port
@@ -238,3 +239,35 @@ def test_a_remote_host_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     run = locust(tmp_path, "--host", "http://192.0.2.10:8000", "-t", "1s", timeout=30)
     assert run.returncode == 2
     assert "not a loopback" in run.output
+
+
+def test_the_web_ui_and_master_port_listen_on_loopback_only(tmp_path: Path) -> None:
+    web, master = free_port(), free_port()
+    command = [sys.executable, "-m", "locust", "-f", "scenarios/", "--master", "--run-dir"]
+    command += [str(tmp_path), "--web-port", str(web), "--master-bind-port", str(master)]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        listening = _wait_for_listeners(process.pid, {web, master})
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert {port: host for host, port in listening if port in (web, master)} == {
+        web: "127.0.0.1",
+        master: "127.0.0.1",
+    }
+
+
+def _wait_for_listeners(pid: int, ports: set[int], timeout: float = 60.0) -> set[tuple[str, int]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = {
+            (c.laddr.ip, c.laddr.port)
+            for c in psutil.Process(pid).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN
+        }
+        if ports <= {port for _, port in found}:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"locust did not listen on {sorted(ports)} within {timeout} s")
