@@ -12,6 +12,7 @@ from harness.errors import UserError
 from harness.progress import progress_bar
 
 _SUFFIXES = {"k": 1_000, "m": 1_000_000}
+DEFAULT_DIR = Path("runs") / "datasets"  # git-ignored, beside the runs that use them
 
 
 def parse_count(text: str) -> int:
@@ -50,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out",
         help="output file (single --n) or directory (presets, or an existing directory); "
-        "default: candidates-batch-N.<ext> here, presets in ./inference-test-data/",
+        f"default: {DEFAULT_DIR}/candidates-batch-N.<ext>, presets in {DEFAULT_DIR}/",
     )
     parser.add_argument(
         "--workers", type=int, default=0, help="worker processes (default: one per CPU core)"
@@ -80,12 +81,12 @@ def _targets(args: argparse.Namespace) -> tuple[Path, list[tuple[int, Path]]]:
     counts = generators.PRESETS[args.preset] if args.preset else (args.n,)
     out = Path(args.out) if args.out else None
     if args.preset or (out is not None and out.is_dir()):
-        directory = out or Path("inference-test-data")
+        directory = out or DEFAULT_DIR
         if directory.exists() and not directory.is_dir():
             raise UserError(f"--out {directory} is a file; presets need a directory")
         paths = [directory / generators.default_filename(n, args.format) for n in counts]
         return directory, list(zip(counts, paths, strict=True))
-    path = out or Path(generators.default_filename(args.n, args.format))
+    path = out or DEFAULT_DIR / generators.default_filename(args.n, args.format)
     return path.parent, [(args.n, path)]
 
 
