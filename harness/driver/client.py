@@ -27,6 +27,7 @@ from harness.driver.errors import (
     CONNECTION,
     HTTP_4XX,
     OOM_ERROR,
+    REJECTIONS_BEFORE_STOP,
     Failure,
     classify_exception,
     classify_response,
@@ -37,7 +38,6 @@ from harness.rundir import REQUESTS, RunDir
 
 Request = tuple[str, dict[str, Any]]
 _SHARD = 8  # connections per AsyncClient
-_REJECTIONS_BEFORE_STOP = 8
 
 
 @dataclass
@@ -289,7 +289,7 @@ class ClientDriver:
             # (wrong model, wrong endpoint): hold the first few back and stop, so a resume after
             # the fix sends them again.
             self._held.append((custom_id, response, body, failure))
-            if len(self._held) >= _REJECTIONS_BEFORE_STOP:
+            if len(self._held) >= REJECTIONS_BEFORE_STOP:
                 raise TargetRejected(failure, "check --model and the target URL")
             return
         self._record(custom_id, response, body, failure)

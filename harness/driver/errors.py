@@ -24,6 +24,8 @@ HTTP_4XX = "http_4xx"
 HTTP_5XX = "http_5xx"
 
 CAUSES = (OOM_ERROR, CONNECTION, TIMEOUT, RATE_LIMITED, HTTP_4XX, HTTP_5XX)
+# Rejections (4xx) before any success that stop a run: the driver and Locust users alike.
+REJECTIONS_BEFORE_STOP = 8
 
 # 4xx a retry can fix: the server timed out reading, or a conflicting request finished meanwhile.
 _RETRYABLE_4XX = frozenset({408, 409, 425})

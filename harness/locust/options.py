@@ -193,9 +193,28 @@ def _parse_and_check(parser: Any, parse_args: Callable[..., Namespace], *args: A
     options = parse_args(*args, **kwargs)
     try:
         check_options(options)
+        _check_user_classes(options)
     except UserError as exc:
         parser.error(str(exc))
     return options
+
+
+def _check_user_classes(options: Namespace) -> None:
+    """Name the user classes there are when one asked for is unknown (Locust only says which)."""
+    from locust import User  # under Locust only: options.py is usable without it
+
+    known: set[str] = set()
+    pending = list(User.__subclasses__())
+    while pending:
+        user = pending.pop()
+        pending.extend(user.__subclasses__())
+        if not user.abstract:
+            known.add(user.__name__)
+    unknown = [name for name in getattr(options, "user_classes", None) or () if name not in known]
+    if unknown and known:
+        raise UserError(
+            f"unknown user class {', '.join(unknown)}; the classes are {', '.join(sorted(known))}"
+        )
 
 
 def check_options(options: Namespace) -> None:

@@ -8,8 +8,10 @@ chaos: OOMRecoveryUser injecting real OOM kills into the embedded server.
 from __future__ import annotations
 
 import csv
+import http.server
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ import orjson
 import psutil
 import pytest
 
+from generators import DEFAULT_MODEL
+from harness.driver.errors import REJECTIONS_BEFORE_STOP
 from harness.net import free_port
 from harness.rundir import read_jsonl
 
@@ -191,12 +195,14 @@ def test_processes_2_share_one_server_and_one_run_directory(tmp_path: Path) -> N
         tmp_path,
         "--processes",
         "2",
+        "--expect-workers",  # the run time starts once both are in, however loaded the machine
+        "2",
         "-u",
         "6",
         "-r",
         "6",
         "-t",
-        "4s",
+        "6s",
         *FAST,
         "ChatUser",
         "StreamingChatUser",
@@ -271,3 +277,79 @@ def _wait_for_listeners(pid: int, ports: set[int], timeout: float = 60.0) -> set
             return found
         time.sleep(0.05)
     raise AssertionError(f"locust did not listen on {sorted(ports)} within {timeout} s")
+
+
+class _RejectingServer(http.server.ThreadingHTTPServer):
+    """An OpenAI-looking server (no Ollama API) that rejects every chat request with a 400."""
+
+    daemon_threads = True
+    chats = 0
+
+
+class _RejectingHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *_: object) -> None:
+        pass
+
+    def _answer(self, status: int, body: dict) -> None:
+        data = orjson.dumps(body)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path == "/v1/models":
+            models = [{"id": m, "object": "model"} for m in (DEFAULT_MODEL, "other")]
+            self._answer(200, {"object": "list", "data": models})
+        else:
+            self._answer(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.chats += 1
+        self._answer(400, {"error": {"message": "bad request", "type": "invalid_request_error"}})
+
+
+@pytest.fixture
+def rejecting_server() -> Iterator[_RejectingServer]:
+    server = _RejectingServer(("127.0.0.1", 0), _RejectingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+def _host(server: _RejectingServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_a_dead_host_stops_with_one_line(tmp_path: Path) -> None:
+    run = locust(tmp_path, "--host", f"http://127.0.0.1:{free_port()}", "-t", "20s", timeout=60)
+    assert run.returncode == 2
+    assert "does not answer" in run.output and "start the server or fix --host" in run.output
+
+
+def test_ollama_users_against_an_openai_server_stop_before_any_load(
+    rejecting_server: _RejectingServer, tmp_path: Path
+) -> None:
+    run = locust(tmp_path, "OllamaChatUser", "--host", _host(rejecting_server), "-t", "20s")
+    assert run.returncode == 2
+    assert "has no Ollama API (GET /api/tags: HTTP 404)" in run.output
+    assert rejecting_server.chats == 0
+
+
+def test_repeated_rejections_stop_the_run_instead_of_flooding(
+    rejecting_server: _RejectingServer, tmp_path: Path
+) -> None:
+    run = locust(tmp_path, "ChatUser", "-u", "2", "--host", _host(rejecting_server), "-t", "30s")
+    assert run.returncode == 2
+    assert "rejected every request so far" in run.output
+    assert REJECTIONS_BEFORE_STOP <= rejecting_server.chats < 10 * REJECTIONS_BEFORE_STOP
+
+
+def test_an_unknown_user_class_lists_the_valid_ones(tmp_path: Path) -> None:
+    run = locust(tmp_path, "NoSuchUser", "-t", "1s", timeout=30)
+    assert run.returncode == 2
+    assert "unknown user class NoSuchUser; the classes are" in run.output
+    assert "StreamingChatUser" in run.output
