@@ -1,0 +1,106 @@
+"""The privacy report: did a sample's values reach a profile or a generated dataset?
+
+Exact match: a sample's identifying value appears as a whole string value (or, in text, as a run
+of 2-4 words). Near duplicate: the same after case, spaces and punctuation are dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from generators.learn.kinds import words_of
+from generators.learn.profile import normalize
+
+SCAN_RECORDS = 20_000  # output records searched by default: the rates converge long before
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for element in value:
+            yield from _strings(element)
+    elif isinstance(value, dict):
+        for element in value.values():
+            yield from _strings(element)
+
+
+def _rates(pii: list[tuple[str, str]], exact: set[str], near: set[str]) -> tuple[dict, dict]:
+    by_kind = Counter(kind for kind, _ in pii)
+    exact_hits: Counter[str] = Counter()
+    near_hits: Counter[str] = Counter()
+    for kind, value in set(pii):
+        exact_hits[kind] += value in exact
+        near_hits[kind] += normalize(value) in near
+    distinct = Counter(kind for kind, _ in set(pii))
+    return (
+        {k: round(exact_hits[k] / distinct[k], 6) for k in sorted(by_kind)},
+        {k: round(near_hits[k] / distinct[k], 6) for k in sorted(by_kind)},
+    )
+
+
+def scan_records(
+    pii: list[tuple[str, str]], records: Iterable[dict], limit: int = SCAN_RECORDS
+) -> dict:
+    """Exact-match and near-duplicate rates of the sample's identifying values in records."""
+    wanted = {value for _, value in pii}
+    wanted_norm = {normalize(value) for _, value in pii}
+    longest = max((len(v.split()) for v in wanted), default=1)
+    exact: set[str] = set()
+    near: set[str] = set()
+    scanned = 0
+    for record in itertools.islice(records, limit):
+        scanned += 1
+        for text in _strings(record):
+            if text in wanted:
+                exact.add(text)
+            form = normalize(text)
+            if form in wanted_norm:
+                near.add(form)
+            words = words_of(text) if len(text) > 24 else ()
+            for size in range(2, min(4, longest) + 1):
+                for start in range(len(words) - size + 1):
+                    run = " ".join(words[start : start + size])
+                    if run in wanted:
+                        exact.add(run)
+                    form = normalize(run)
+                    if form in wanted_norm:
+                        near.add(form)
+    exact_rate, near_rate = _rates(pii, exact, near)
+    return {"scanned_records": scanned, "exact_match_rate": exact_rate,
+            "near_duplicate_rate": near_rate}  # fmt: skip
+
+
+def profile_report(profile: dict, pii: list[tuple[str, str]]) -> dict:
+    """What a profile keeps, and whether any identifying sample value is written in it."""
+    kept = 0
+
+    def count(node: dict) -> None:
+        nonlocal kept
+        kept += len(node.get("string", {}).get("values", ()))
+        for child in node.get("fields", {}).values():
+            count(child)
+        if "items" in node:
+            count(node["items"])
+
+    count(profile["root"])
+    return {
+        "k": profile["k"],
+        "sample_records": profile["records"],
+        "identifying_values": dict(sorted(Counter(kind for kind, _ in set(pii)).items())),
+        "categorical_values_kept": kept,
+        "vocabulary_words": len(profile["text"]["words"]),
+        "in_profile": scan_records(pii, [profile]),
+    }
+
+
+def worst(rates: dict) -> float:
+    return max(rates.values(), default=0.0)
+
+
+def report_path(path: str | os.PathLike[str]) -> str:
+    return f"{os.fspath(path)}.privacy.json"
