@@ -339,9 +339,12 @@ class ProfileBuilder:
                 )
                 if first and last:
                     local = learned._local_part(style, first, last)
-                    candidate = f"{local}@{address.rsplit('@', 1)[1]}"
-                    if not self.blocked(candidate):
-                        out[email] = candidate
+                    domain = address.rsplit("@", 1)[1]
+                    for suffix in ("", *(str(1 + int(rng.random() * 99)) for _ in range(4))):
+                        candidate = f"{local}{suffix}@{domain}"
+                        if not self.blocked(candidate):  # else a digit, as people do
+                            out[email] = candidate
+                            break
 
             return derive
         if kind == "years_from_dates":

@@ -144,6 +144,10 @@ def _walk(node: _Node, value: Any, record: int) -> None:
                 ]
             elif isinstance(child, list) and child and all(isinstance(c, str) for c in child):
                 scalars[key] = list(child)
+            elif isinstance(child, dict):
+                for inner, v in child.items():  # one level down, for names beside an email
+                    if isinstance(v, str):
+                        scalars[f"{key}/{inner}"] = v
         node.objects.append(scalars)
 
 
@@ -391,7 +395,11 @@ def _local_part(style: str, first: str, last: str) -> str:
 
 
 def _email_rules(node: _Node, path: str, kinds_at: dict, need: int) -> list[dict]:
-    keys = {kinds_at.get(f"{path}/{key}"): key for key in node.fields}
+    keys = {}
+    for key, child in node.fields.items():
+        keys.setdefault(kinds_at.get(f"{path}/{key}"), key)
+        for inner in child.fields if child.types["object"] else ():
+            keys.setdefault(kinds_at.get(f"{path}/{key}/{inner}"), f"{key}/{inner}")
     email = keys.get("email")
     if email is None:
         return []
@@ -420,11 +428,22 @@ def _email_rules(node: _Node, path: str, kinds_at: dict, need: int) -> list[dict
              "share": round(count / seen, 6), **{k: v for k, v in names.items() if v}}]  # fmt: skip
 
 
+def _get(o: dict, key: str | None):
+    """o[key], where key may be "child/field" (a name one object down)."""
+    if key is None:
+        return None
+    if key in o:
+        return o[key]
+    head, _, tail = key.partition("/")
+    inner = o.get(head)
+    return inner.get(tail) if tail and isinstance(inner, dict) else None
+
+
 def _names(o: dict, keys: dict) -> tuple[str, str]:
-    first, last = o.get(keys.get("first_name")), o.get(keys.get("last_name"))
+    first, last = _get(o, keys.get("first_name")), _get(o, keys.get("last_name"))
     if isinstance(first, str) and isinstance(last, str):
         return first, last
-    full = o.get(keys.get("person_name"))
+    full = _get(o, keys.get("person_name"))
     if isinstance(full, str) and len(full.split()) >= 2:
         words = full.split()
         return words[0], words[-1]

@@ -68,7 +68,9 @@ class LikeSource:
         report = {
             "k": self.builder.profile["k"],
             "sample_records": self.builder.profile["records"],
-            **scan_records(self.pii, generators.read_candidates(info.path), SCAN_RECORDS),
+            **scan_records(
+                self.pii, generators.read_candidates(info.path), SCAN_RECORDS, self.builder.profile
+            ),
         }
         try:
             write_bytes(report_path(info.path), orjson.dumps(report, option=orjson.OPT_INDENT_2))
