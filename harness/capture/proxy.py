@@ -164,9 +164,13 @@ class CaptureProxy:
 
     def app(self) -> Starlette:
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            yield
+            await self.client.aclose()
+
         return Starlette(
-            routes=[Route("/{path:path}", self.handle, methods=methods)],
-            on_shutdown=[self.client.aclose],
+            routes=[Route("/{path:path}", self.handle, methods=methods)], lifespan=lifespan
         )
 
     def _clean(self, body: Any) -> Any:

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument("--raw", action="store_true", help="keep REAL data (personal data!)")
     parser.add_argument("--responses", action="store_true", help="also record each response")
     parser.add_argument("--locale", default="en_US", help="Faker locale of the pseudonyms")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, raw=False)  # anonymised unless --raw, whatever the order
 
 
 def parse_listen(text: str) -> tuple[str, int]:
