@@ -104,8 +104,41 @@ def profile_report(profile: dict, pii: list[tuple[str, str]]) -> dict:
         "identifying_values": dict(sorted(Counter(kind for kind, _ in set(pii)).items())),
         "categorical_values_kept": kept,
         "vocabulary_words": len(profile["text"]["words"]),
-        "in_profile": scan_records(pii, [profile]),
+        # everywhere but the filter (its base64 is no text) and the kept values, which the
+        # k rule allows (a region "Washington" seen in k records may equal someone's surname)
+        "outside_kept_values": scan_records(pii, [_without_kept(profile)]),
+        "in_kept_values": scan_records(pii, [_kept(profile)]),
     }
+
+
+def _kept(profile: dict) -> list:
+    """The categorical values and vocabulary of a profile."""
+    values: list = [profile.get("text", {}).get("words", [])]
+
+    def visit(node: dict) -> None:
+        values.append(node.get("string", {}).get("values", []))
+        for child in node.get("fields", {}).values():
+            visit(child)
+        if "items" in node:
+            visit(node["items"])
+
+    visit(profile["root"])
+    return values
+
+
+def _without_kept(profile: dict) -> dict:
+    def strip(node: dict) -> dict:
+        out = {k: v for k, v in node.items() if k not in ("fields", "items", "string")}
+        if "string" in node:
+            out["string"] = {k: v for k, v in node["string"].items() if k != "values"}
+        if "fields" in node:
+            out["fields"] = {k: strip(v) for k, v in node["fields"].items()}
+        if "items" in node:
+            out["items"] = strip(node["items"])
+        return out
+
+    rest = {k: v for k, v in profile.items() if k not in ("pii_filter", "text", "root")}
+    return {**rest, "root": strip(profile["root"]), "next": profile.get("text", {}).get("next")}
 
 
 def worst(rates: dict) -> float:

@@ -9,6 +9,7 @@ sample's identifying value (a set bit says little: any value sets one with ~12% 
 from __future__ import annotations
 
 import base64
+import itertools
 import hashlib
 import os
 import re
@@ -25,6 +26,8 @@ from generators.learn.sample import Sample, SampleError
 PROFILE_VERSION = 1
 DEFAULT_K = 5
 MAX_CATEGORIES = 500
+TEXT_VALUES = 500  # free-text values per field the vocabulary is learned from
+KIND_VALUES = 500  # values per field its kind is detected from
 _ORDER_MIN = 3  # instances a cross-field rule needs before it is believed (and at least k)
 _DATEISH = ("date", "datetime", "year_month")
 _COUNTRY_LOCALES = {
@@ -38,9 +41,12 @@ _COUNTRY_LOCALES = {
 }  # fmt: skip
 
 
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
 def normalize(value: str) -> str:
     """The form near-duplicates share: case, spaces and punctuation dropped."""
-    return "".join(c for c in value.casefold() if c.isalnum())
+    return _NOT_ALNUM.sub("", value.casefold())
 
 
 def pii_hash(salt: bytes, value: str, bits: int) -> int:
@@ -86,7 +92,7 @@ def moment_format(value: str) -> dict:
 class _Node:
     """What was seen at one path of the field tree."""
 
-    __slots__ = ("arrays", "bools", "fields", "nulls", "numbers", "objects", "present", "records",
+    __slots__ = ("arrays", "bools", "fields", "nulls", "numbers", "objects", "present",
                  "strings", "types", "unique")  # fmt: skip
 
     def __init__(self) -> None:
@@ -100,14 +106,18 @@ class _Node:
         self.strings: list[tuple[str, int]] = []  # (value, record index)
         self.numbers: list[float] = []
         self.bools: list[bool] = []
-        self.records: set[int] = set()
-
+        
     def item(self) -> _Node:
-        return self.fields.setdefault("*", _Node())
+        return self.child("*")
+
+    def child(self, key: str) -> _Node:
+        node = self.fields.get(key)
+        if node is None:
+            node = self.fields[key] = _Node()
+        return node
 
 
 def _walk(node: _Node, value: Any, record: int) -> None:
-    node.records.add(record)
     if value is None:
         node.types["null"] += 1
         node.nulls += 1
@@ -133,7 +143,7 @@ def _walk(node: _Node, value: Any, record: int) -> None:
         node.types["object"] += 1
         scalars: dict[str, Any] = {}
         for key, child in value.items():
-            field = node.fields.setdefault(key, _Node())
+            field = node.child(key)
             field.present += 1
             _walk(field, child, record)
             if isinstance(child, (str, int, float)) and not isinstance(child, bool):
@@ -203,7 +213,7 @@ class _Learner:
 
     def string(self, node: _Node, path: str, name: str, parent: str) -> dict:
         values = [v for v, _ in node.strings]
-        kind = kinds.detect_kind(name, values[:2000], parent)
+        kind = kinds.detect_kind(name, values[:KIND_VALUES], parent)
         out: dict[str, Any] = {
             "kind": kind,
             "length": dist.learn([len(v) for v in values], self.k, True),
@@ -246,14 +256,19 @@ class _Learner:
                     domains[domain] = len(rs)
             out["domains"] = [[d, n] for d, n in domains.most_common(50)]
         elif kind in ("text", "words", "string"):
-            for v, r in node.strings:
+            # a prefix of the records is enough: a word seen in k of them is seen in k of all
+            for v, r in itertools.islice(node.strings, TEXT_VALUES):
                 words = kinds.words_of(v)
                 for word in set(words):
                     self.text_records[word].add(r)
                 for pair in set(zip(words, words[1:])):
                     self.bigram_records[pair].add(r)
             if kind == "text":
-                sentences = [len(kinds.words_of(s)) for v in values for s in kinds.sentences_of(v)]
+                sentences = [
+                    len(kinds.words_of(s))
+                    for v in values[:TEXT_VALUES]
+                    for s in kinds.sentences_of(v)
+                ]
                 out["sentence_words"] = dist.learn([s for s in sentences if s] or [8], self.k, True)
             else:
                 out["words"] = dist.learn([len(v.split()) for v in values], self.k, True)

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     profile, pii = learn(args.samples, args.records, args.k)
     data = orjson.dumps(profile, option=orjson.OPT_INDENT_2) + b"\n"
     report = profile_report(profile, pii)
-    if worst(report["in_profile"]["exact_match_rate"]) > 0:
+    if worst(report["outside_kept_values"]["exact_match_rate"]) > 0:
         raise UserError("an identifying sample value would be written in the profile: not written")
     try:
         write_bytes(Path(args.out), data)
