@@ -29,8 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def harness(*args: str) -> tuple[float, int]:
     """(wall seconds, peak RSS bytes of the process tree) of one `harness` run."""
     started = time.perf_counter()
-    process = psutil.Popen([sys.executable, "-m", "harness", *args], cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    process = psutil.Popen(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     peak = 0
     while process.poll() is None:
         try:
@@ -54,8 +58,14 @@ def main() -> None:
         work = Path(tmp)
         sample = work / "sample.jsonl"
         harness("gen", "--n", "5000", "--seed", "11", "--format", "jsonl", "--out", str(sample))
-        learn_s, _ = harness("learn", str(sample), "--out", str(work / "p.json"),
-                             "--emit-schema", str(work / "s.json"))  # fmt: skip
+        learn_s, _ = harness(
+            "learn",
+            str(sample),
+            "--out",
+            str(work / "p.json"),
+            "--emit-schema",
+            str(work / "s.json"),
+        )
         print(f"learn 5,000 records: {learn_s:.1f} s wall (process start included; target <= 10 s)")
         common = ("--n", str(args.n), "--workers", str(args.workers), "--format", "jsonl")
         like_rates, base_rates, like_peaks = [], [], []
@@ -69,24 +79,46 @@ def main() -> None:
                     like_peaks.append(peak)
                 out.unlink()
         like, base = statistics.median(like_rates), statistics.median(base_rates)
-        print(f"gen --like {like:,.0f}/s vs harness gen {base:,.0f}/s (medians of {args.rounds} "
-              f"alternating rounds, {args.workers} workers, wall incl. start): ratio {like / base:.2f}"
-              " (target >= 0.5)")  # fmt: skip
-        big, peak_big = harness("gen", "--like", str(work / "p.json"), "--n", str(4 * args.n),
-                                "--workers", str(args.workers), "--format", "jsonl",
-                                "--out", str(work / "big.jsonl"))  # fmt: skip
-        print(f"peak RSS (largest process): N={args.n:,} {max(like_peaks) / 2**20:.0f} MB, "
-              f"N={4 * args.n:,} {peak_big / 2**20:.0f} MB (target flat, <= 200 MB)")
+        print(
+            f"gen --like {like:,.0f}/s vs harness gen {base:,.0f}/s (medians of {args.rounds} "
+            f"alternating rounds, {args.workers} workers, wall incl. start): "
+            f"ratio {like / base:.2f}"
+            " (target >= 0.5)"
+        )
+        _big, peak_big = harness(
+            "gen",
+            "--like",
+            str(work / "p.json"),
+            "--n",
+            str(4 * args.n),
+            "--workers",
+            str(args.workers),
+            "--format",
+            "jsonl",
+            "--out",
+            str(work / "big.jsonl"),
+        )
+        print(
+            f"peak RSS (largest process): N={args.n:,} {max(like_peaks) / 2**20:.0f} MB, "
+            f"N={4 * args.n:,} {peak_big / 2**20:.0f} MB (target flat, <= 200 MB)"
+        )
         sizes = [len(line) for line in (work / "big.jsonl").read_bytes().splitlines()]
-        sample_sizes = [len(orjson.dumps(orjson.loads(x))) for x in sample.read_bytes().splitlines()]
+        sample_sizes = [
+            len(orjson.dumps(orjson.loads(x))) for x in sample.read_bytes().splitlines()
+        ]
         for name, f in (("mean", statistics.fmean), ("std", statistics.pstdev)):
             a, b = f(sizes), f(sample_sizes)
-            print(f"bytes/record {name}: generated {a:,.0f} vs sample {b:,.0f} ({a / b - 1:+.1%};"
-                  " target within 10%)")  # fmt: skip
+            print(
+                f"bytes/record {name}: generated {a:,.0f} vs sample {b:,.0f} ({a / b - 1:+.1%};"
+                " target within 10%)"
+            )
         validator = jsonschema.Draft202012Validator(orjson.loads((work / "s.json").read_bytes()))
         checked = [orjson.loads(x) for x in (work / "big.jsonl").read_bytes().splitlines()[:3000]]
         valid = sum(validator.is_valid(r) for r in checked)
-        print(f"schema: {valid:,} of {len(checked):,} generated records validate ({valid / len(checked):.1%})")
+        print(
+            f"schema: {valid:,} of {len(checked):,} generated records validate "
+            f"({valid / len(checked):.1%})"
+        )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def learn(values: Sequence[float], k: int, integer: bool = False) -> dict:
 
 
 class Sampler:
-    """Draws from a learned distribution with a caller's RNG (inverse CDF, linear between points)."""
+    """Draws from a learned distribution with a caller's RNG (inverse CDF, linear in between)."""
 
     __slots__ = ("_cumulative", "_points", "_values")
 
@@ -54,10 +54,16 @@ class Sampler:
             self._points = [float(p) for p in dist["quantiles"]]
 
     def draw(self, rng: random.Random) -> float:
+        return self.at(rng.random())
+
+    def at(self, u: float) -> float:
+        """The value at quantile u (0 <= u < 1)."""
         if self._points is None:
-            target = rng.random() * self._cumulative[-1]
-            return self._values[bisect.bisect_right(self._cumulative, target)]
-        position = rng.random() * (len(self._points) - 1)
+            target = u * self._cumulative[-1]
+            return self._values[
+                min(bisect.bisect_right(self._cumulative, target), len(self._values) - 1)
+            ]
+        position = u * (len(self._points) - 1)
         low = int(position)
         if low >= len(self._points) - 1:
             return self._points[-1]

@@ -131,7 +131,33 @@ class ProfileBuilder:
             for a, nexts in (text.get("next") or {}).items()
         }
         self._sentence_pools: dict[int, tuple[str, ...]] = {}
+        self._coupling = 0.0
+        self._record_quantile = 0.5
         self._root = self._compile(profile["root"], "")
+        self._coupling = self._calibrate()
+
+    def _calibrate(self) -> float:
+        """The size coupling whose records' size std is nearest the sample's (from 200-record
+        trial runs past any index a dataset uses): the sample's size spread, calibrated."""
+        want = (self.profile.get("bytes_per_record") or {}).get("std")
+        if not want:
+            return 0.0
+        errors: dict[float, float] = {}
+
+        def error(coupling: float) -> float:
+            if coupling not in errors:
+                self._coupling = coupling
+                sizes = [len(self.build_json(-1 - i)) for i in range(150)]
+                mean = sum(sizes) / len(sizes)
+                errors[coupling] = abs(
+                    (sum((s - mean) ** 2 for s in sizes) / len(sizes)) ** 0.5 - want
+                )
+            return errors[coupling]
+
+        best = min((0.0, 0.3, 0.6, 0.9), key=error)
+        return min(
+            (best, round(max(0.0, best - 0.15), 2), round(min(1.0, best + 0.15), 2)), key=error
+        )
 
     def blocked(self, value: str) -> bool:
         """True when value's normalized form may be a sample's identifying value."""
@@ -162,8 +188,9 @@ class ProfileBuilder:
             share = node.get("boolean", {}).get("true", 0.5)
             return lambda rng: rng.random() < share
         if type_name in ("integer", "number"):
-            return self._number(node.get("number") or {"integer": True, "quantiles": [0, 0]},
-                                type_name == "integer")  # fmt: skip
+            return self._number(
+                node.get("number") or {"integer": True, "quantiles": [0, 0]}, type_name == "integer"
+            )
         if type_name == "string":
             return self._string(node.get("string") or {"kind": "string"})
         if type_name == "array":
@@ -189,7 +216,9 @@ class ProfileBuilder:
             values = [v for v, _ in spec["values"]]
             cumulative = _cumulative([n for _, n in spec["values"]])
             other = spec.get("other", 0.0)
-            return lambda rng: base(rng) if rng.random() < other else values[_choose(cumulative, rng)]
+            return lambda rng: (
+                base(rng) if rng.random() < other else values[_choose(cumulative, rng)]
+            )
         return base
 
     def _kind(self, spec: dict) -> Callable[[random.Random], str]:
@@ -199,7 +228,8 @@ class ProfileBuilder:
             firsts, lasts = self._pools["first_name"], self._pools["last_name"]
 
             def full_name(rng: random.Random) -> str:
-                return f"{firsts[int(rng.random() * len(firsts))]} {lasts[int(rng.random() * len(lasts))]}"
+                first = firsts[int(rng.random() * len(firsts))]
+                return f"{first} {lasts[int(rng.random() * len(lasts))]}"
 
             return self._unblocked(full_name)
         if kind in _FAKER:
@@ -211,7 +241,9 @@ class ProfileBuilder:
                     pool = self._pools["email"]
                     local = pool[int(rng.random() * len(pool))].split("@")[0]
                     if rng.random() < 0.5:
-                        local = learned.normalize(users[int(rng.random() * len(users))]) + local[-2:]
+                        local = (
+                            learned.normalize(users[int(rng.random() * len(users))]) + local[-2:]
+                        )
                     return f"{local}@{domains[int(rng.random() * len(domains))]}"
 
                 return self._unblocked(email)
@@ -232,7 +264,9 @@ class ProfileBuilder:
             prefix = spec.get("prefix", "")
             shapes = [s for s, _ in spec.get("shapes") or [["99999999", 1]]]
             cumulative = _cumulative([n for _, n in spec.get("shapes") or [["", 1]]])
-            return self._unblocked(lambda rng: prefix + _fill(shapes[_choose(cumulative, rng)], rng))
+            return self._unblocked(
+                lambda rng: prefix + _fill(shapes[_choose(cumulative, rng)], rng)
+            )
         if kind == "numeric_string":
             numbers = Sampler(spec)
             decimals = spec.get("decimals", 0)
@@ -241,7 +275,7 @@ class ProfileBuilder:
             return lambda rng: str(round(numbers.draw(rng)))
         if kind == "text":
             sentence = Sampler(spec.get("sentence_words") or {"counts": {"10": 1}})
-            return lambda rng: self._text(rng, round(length.draw(rng)), sentence)
+            return lambda rng: self._text(rng, round(length.at(self._size_quantile(rng))), sentence)
         if kind == "words":
             count = Sampler(spec.get("words") or {"counts": {"2": 1}})
             return lambda rng: self._phrase(rng, max(1, round(count.draw(rng))), length)
@@ -257,13 +291,20 @@ class ProfileBuilder:
 
         return draw
 
+    def _size_quantile(self, rng: random.Random) -> float:
+        """A length's quantile: the record's own (shared by its lengths: real records are long
+        or short as a whole) with weight `size_coupling`, else an independent one."""
+        if self._coupling and rng.random() < self._coupling:
+            return self._record_quantile
+        return rng.random()
+
     def _array(self, node: dict, path: str) -> Callable[[random.Random], list]:
         length = Sampler(node.get("length") or {"counts": {"0": 1}})
         item = self._compile(node.get("items") or {"types": {"null": 1}}, f"{path}/*")
         unique = node.get("unique", False)
 
         def make(rng: random.Random) -> list:
-            n = max(0, round(length.draw(rng)))
+            n = max(0, round(length.at(self._size_quantile(rng))))
             if not unique:
                 return [item(rng) for _ in range(n)]
             out, seen = [], set()
@@ -348,7 +389,9 @@ class ProfileBuilder:
 
             return derive
         if kind == "years_from_dates":
-            field, key, start, end, mode = (rule[x] for x in ("field", "list", "start", "end", "mode"))
+            field, key, start, end, mode = (
+                rule[x] for x in ("field", "list", "start", "end", "mode")
+            )
             as_of = rule.get("as_of")
 
             def years(out: dict, rng: random.Random) -> None:
@@ -415,13 +458,17 @@ class ProfileBuilder:
 
     # -- records ----------------------------------------------------------------------------
     def rng(self, i: int) -> random.Random:
-        return random.Random((self.seed * _MIX + i) & (2**128 - 1))
+        return random.Random(
+            (self.seed * _MIX + i) & (2**128 - 1) if i >= 0 else f"calibrate:{self.seed}:{i}"
+        )
 
     def build(self, i: int) -> dict:
-        return self._root(self.rng(i))
+        rng = self.rng(i)
+        self._record_quantile = rng.random()
+        return self._root(rng)
 
     def build_json(self, i: int) -> bytes:
-        return orjson.dumps(self._root(self.rng(i)))
+        return orjson.dumps(self.build(i))
 
     def header(self, n: int) -> dict:
         """What a batch document (or a jsonl's sidecar) says of these records."""
@@ -490,7 +537,9 @@ def format_moment(seconds: float, form: dict) -> str:
     if form.get("seconds", True):
         text += moment.strftime(":%S")
         if form.get("fraction"):
-            text += "." + f"{moment.microsecond:06d}"[: form["fraction"]].ljust(form["fraction"], "0")
+            text += "." + f"{moment.microsecond:06d}"[: form["fraction"]].ljust(
+                form["fraction"], "0"
+            )
     return text + form.get("zone", "")
 
 

@@ -68,16 +68,31 @@ _NAME_HINTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _PERSON_LOCALES = (
-    "en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pl_PL", "pt_BR", "sv_SE",
-)  # fmt: skip
+    "en_US",
+    "en_GB",
+    "de_DE",
+    "fr_FR",
+    "es_ES",
+    "it_IT",
+    "nl_NL",
+    "pl_PL",
+    "pt_BR",
+    "sv_SE",
+)
 
 
 def snake(name: str) -> str:
     return _CAMEL.sub("_", name).replace("-", "_").replace(" ", "_").lower()
 
 
-_NAME_PARTS = {"first": "first_name", "given": "first_name", "last": "last_name",
-               "family": "last_name", "full": "person_name", "display": "person_name"}  # fmt: skip
+_NAME_PARTS = {
+    "first": "first_name",
+    "given": "first_name",
+    "last": "last_name",
+    "family": "last_name",
+    "full": "person_name",
+    "display": "person_name",
+}
 
 
 def name_hint(name: str, parent: str = "") -> str | None:
@@ -185,8 +200,16 @@ def detect_kind(name: str, values: Sequence[str], parent: str = "") -> str:
         return "person_name"
     if _share(values, looks_like_person_name) > 0.6:
         return "person_name"
-    if hint in ("company", "job_title", "postal_code", "street_address", "city", "region",
-                "country", "country_code"):  # fmt: skip
+    if hint in (
+        "company",
+        "job_title",
+        "postal_code",
+        "street_address",
+        "city",
+        "region",
+        "country",
+        "country_code",
+    ):
         return hint
     if hint == "id" and _share(values, lambda v: full_match(ID, v)) > 0.95:
         return "id"

@@ -81,8 +81,11 @@ def scan_records(
                     if form in wanted_norm:
                         near.add(form)
     exact_rate, near_rate = _rates(pii, exact, near)
-    return {"scanned_records": scanned, "exact_match_rate": exact_rate,
-            "near_duplicate_rate": near_rate}  # fmt: skip
+    return {
+        "scanned_records": scanned,
+        "exact_match_rate": exact_rate,
+        "near_duplicate_rate": near_rate,
+    }
 
 
 def profile_report(profile: dict, pii: list[tuple[str, str]]) -> dict:

@@ -9,13 +9,14 @@ sample's identifying value (a set bit says little: any value sets one with ~12% 
 from __future__ import annotations
 
 import base64
-import itertools
 import hashlib
+import itertools
 import os
 import re
 import statistics
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
+from os.path import commonpath
 from typing import Any
 
 import orjson
@@ -31,14 +32,41 @@ KIND_VALUES = 500  # values per field its kind is detected from
 _ORDER_MIN = 3  # instances a cross-field rule needs before it is believed (and at least k)
 _DATEISH = ("date", "datetime", "year_month")
 _COUNTRY_LOCALES = {
-    "germany": "de_DE", "deutschland": "de_DE", "de": "de_DE", "france": "fr_FR", "fr": "fr_FR",
-    "spain": "es_ES", "españa": "es_ES", "es": "es_ES", "italy": "it_IT", "italia": "it_IT",
-    "it": "it_IT", "netherlands": "nl_NL", "nederland": "nl_NL", "nl": "nl_NL", "poland": "pl_PL",
-    "polska": "pl_PL", "pl": "pl_PL", "brazil": "pt_BR", "brasil": "pt_BR", "br": "pt_BR",
-    "united kingdom": "en_GB", "uk": "en_GB", "gb": "en_GB", "sweden": "sv_SE", "se": "sv_SE",
-    "japan": "ja_JP", "日本": "ja_JP", "jp": "ja_JP", "united states": "en_US", "usa": "en_US",
-    "us": "en_US", "österreich": "de_AT", "austria": "de_AT", "schweiz": "de_CH",
-}  # fmt: skip
+    "germany": "de_DE",
+    "deutschland": "de_DE",
+    "de": "de_DE",
+    "france": "fr_FR",
+    "fr": "fr_FR",
+    "spain": "es_ES",
+    "españa": "es_ES",
+    "es": "es_ES",
+    "italy": "it_IT",
+    "italia": "it_IT",
+    "it": "it_IT",
+    "netherlands": "nl_NL",
+    "nederland": "nl_NL",
+    "nl": "nl_NL",
+    "poland": "pl_PL",
+    "polska": "pl_PL",
+    "pl": "pl_PL",
+    "brazil": "pt_BR",
+    "brasil": "pt_BR",
+    "br": "pt_BR",
+    "united kingdom": "en_GB",
+    "uk": "en_GB",
+    "gb": "en_GB",
+    "sweden": "sv_SE",
+    "se": "sv_SE",
+    "japan": "ja_JP",
+    "日本": "ja_JP",
+    "jp": "ja_JP",
+    "united states": "en_US",
+    "usa": "en_US",
+    "us": "en_US",
+    "österreich": "de_AT",
+    "austria": "de_AT",
+    "schweiz": "de_CH",
+}
 
 
 _NOT_ALNUM = re.compile(r"[\W_]+")
@@ -92,8 +120,18 @@ def moment_format(value: str) -> dict:
 class _Node:
     """What was seen at one path of the field tree."""
 
-    __slots__ = ("arrays", "bools", "fields", "nulls", "numbers", "objects", "present",
-                 "strings", "types", "unique")  # fmt: skip
+    __slots__ = (
+        "arrays",
+        "bools",
+        "fields",
+        "nulls",
+        "numbers",
+        "objects",
+        "present",
+        "strings",
+        "types",
+        "unique",
+    )
 
     def __init__(self) -> None:
         self.types: Counter[str] = Counter()
@@ -106,7 +144,7 @@ class _Node:
         self.strings: list[tuple[str, int]] = []  # (value, record index)
         self.numbers: list[float] = []
         self.bools: list[bool] = []
-        
+
     def item(self) -> _Node:
         return self.child("*")
 
@@ -192,7 +230,9 @@ class _Learner:
             out["length"] = dist.learn(node.arrays, self.k, integer=True)
             out["unique"] = node.unique
             item = node.fields.get("*")
-            out["items"] = self.node(item, f"{path}/*", name, None, parent) if item else {"types": {}}
+            out["items"] = (
+                self.node(item, f"{path}/*", name, None, parent) if item else {"types": {}}
+            )
         if node.strings:
             out["string"] = self.string(node, path, name, parent)
         if node.numbers:
@@ -261,7 +301,7 @@ class _Learner:
                 words = kinds.words_of(v)
                 for word in set(words):
                     self.text_records[word].add(r)
-                for pair in set(zip(words, words[1:])):
+                for pair in set(itertools.pairwise(words)):
                     self.bigram_records[pair].add(r)
             if kind == "text":
                 sentences = [
@@ -288,9 +328,11 @@ class _Learner:
                 following[a][b] = len(rs)
         return {
             "words": [[w, n] for w, n in sorted(words.items(), key=lambda x: (-x[1], x[0]))],
-            "next": {a: [[b, n] for b, n in sorted(f.items(), key=lambda x: (-x[1], x[0]))]
-                     for a, f in sorted(following.items())},
-        }  # fmt: skip
+            "next": {
+                a: [[b, n] for b, n in sorted(f.items(), key=lambda x: (-x[1], x[0]))]
+                for a, f in sorted(following.items())
+            },
+        }
 
 
 def _form_key(value: str) -> str:
@@ -308,7 +350,7 @@ def _decimals_text(value: str) -> int:
 
 def _id_shape(values: list[str], k: int) -> dict:
     """An id's common prefix (shared by every value) and its shapes: 9 digit, A upper, a lower."""
-    prefix = os.path.commonprefix(values)
+    prefix = commonpath(values)
     prefix = re.match(r"[^0-9]*", prefix).group(0) if prefix else ""
     shapes = Counter(
         re.sub(r"[a-z]", "a", re.sub(r"[A-Z]", "A", re.sub(r"\d", "9", v[len(prefix) :])))
@@ -342,7 +384,7 @@ def _rules(learner: _Learner, root: _Node) -> list[dict]:
             if ms:
                 means[key] = statistics.fmean(ms)
         chain = sorted(means, key=means.get)
-        for before, after in zip(chain, chain[1:]):
+        for before, after in itertools.pairwise(chain):
             gaps = []
             broken = False
             for o in node.objects:
@@ -356,17 +398,29 @@ def _rules(learner: _Learner, root: _Node) -> list[dict]:
                         break
                     gaps.append(mb - ma)
             if not broken and len(gaps) >= need:
-                rules.append({"rule": "date_order", "object": path, "before": before,
-                              "after": after, "gap": dist.learn(gaps, learner.k)})  # fmt: skip
+                rules.append(
+                    {
+                        "rule": "date_order",
+                        "object": path,
+                        "before": before,
+                        "after": after,
+                        "gap": dist.learn(gaps, learner.k),
+                    }
+                )
         # lists sorted by a date (lists of dates, or of objects by one of their dates)
         for key, child in node.fields.items():
             if not child.types["array"]:
                 continue
             item_path = f"{path}/{key}/*"
-            fields = [None] if kinds_at.get(item_path) in _DATEISH else [
-                f for f in (child.fields.get("*").fields if child.fields.get("*") else {})
-                if kinds_at.get(f"{item_path}/{f}") in _DATEISH
-            ]  # fmt: skip
+            fields = (
+                [None]
+                if kinds_at.get(item_path) in _DATEISH
+                else [
+                    f
+                    for f in (child.fields.get("*").fields if child.fields.get("*") else {})
+                    if kinds_at.get(f"{item_path}/{f}") in _DATEISH
+                ]
+            )
             for field in fields:
                 orders = Counter()
                 for o in node.objects:
@@ -381,32 +435,51 @@ def _rules(learner: _Learner, root: _Node) -> list[dict]:
                     ms = [m for m in ms if m is not None]
                     if len(ms) < 2:
                         continue
-                    asc = all(a <= b for a, b in zip(ms, ms[1:]))
-                    desc = all(a >= b for a, b in zip(ms, ms[1:]))
+                    asc = all(a <= b for a, b in itertools.pairwise(ms))
+                    desc = all(a >= b for a, b in itertools.pairwise(ms))
                     orders["asc" if asc else "desc" if desc else "none"] += 1
                 total = sum(orders.values())
                 for order in ("asc", "desc"):
                     if total >= need and orders[order] == total:
-                        rules.append({"rule": "sorted", "object": path, "list": key,
-                                      "by": field, "order": order})  # fmt: skip
+                        rules.append(
+                            {
+                                "rule": "sorted",
+                                "object": path,
+                                "list": key,
+                                "by": field,
+                                "order": order,
+                            }
+                        )
                         break
         rules.extend(_email_rules(node, path, kinds_at, need))
         rules.extend(_years_rules(node, path, rules, need, as_of))
     return rules
 
 
-_EMAIL_STYLES = ("first.last", "firstlast", "first_last", "first-last", "f.last", "flast",
-                 "last.first", "first")  # fmt: skip
+_EMAIL_STYLES = (
+    "first.last",
+    "firstlast",
+    "first_last",
+    "first-last",
+    "f.last",
+    "flast",
+    "last.first",
+    "first",
+)
 
 
 def _local_part(style: str, first: str, last: str) -> str:
     first, last = normalize(first), normalize(last)
     return {
-        "first.last": f"{first}.{last}", "firstlast": f"{first}{last}",
-        "first_last": f"{first}_{last}", "first-last": f"{first}-{last}",
-        "f.last": f"{first[:1]}.{last}", "flast": f"{first[:1]}{last}",
-        "last.first": f"{last}.{first}", "first": first,
-    }[style]  # fmt: skip
+        "first.last": f"{first}.{last}",
+        "firstlast": f"{first}{last}",
+        "first_last": f"{first}_{last}",
+        "first-last": f"{first}-{last}",
+        "f.last": f"{first[:1]}.{last}",
+        "flast": f"{first[:1]}{last}",
+        "last.first": f"{last}.{first}",
+        "first": first,
+    }[style]
 
 
 def _email_rules(node: _Node, path: str, kinds_at: dict, need: int) -> list[dict]:
@@ -437,10 +510,21 @@ def _email_rules(node: _Node, path: str, kinds_at: dict, need: int) -> list[dict
     style, count = styles.most_common(1)[0]
     if count < 0.5 * seen:
         return []
-    names = {"first": keys.get("first_name"), "last": keys.get("last_name"),
-             "full": keys.get("person_name")}  # fmt: skip
-    return [{"rule": "email_from_name", "object": path, "email": email, "style": style,
-             "share": round(count / seen, 6), **{k: v for k, v in names.items() if v}}]  # fmt: skip
+    names = {
+        "first": keys.get("first_name"),
+        "last": keys.get("last_name"),
+        "full": keys.get("person_name"),
+    }
+    return [
+        {
+            "rule": "email_from_name",
+            "object": path,
+            "email": email,
+            "style": style,
+            "share": round(count / seen, 6),
+            **{k: v for k, v in names.items() if v},
+        }
+    ]
 
 
 def _get(o: dict, key: str | None):
@@ -491,9 +575,18 @@ def _years_rules(node: _Node, path: str, rules: list[dict], need: int, as_of) ->
                     total += 1
                     hits += abs(value - years) <= 0.51
                 if total >= need and hits >= 0.95 * total:
-                    out.append({"rule": "years_from_dates", "object": path, "field": key,
-                                "list": list_key, "start": rule["before"], "end": rule["after"],
-                                "mode": mode, "as_of": as_of})  # fmt: skip
+                    out.append(
+                        {
+                            "rule": "years_from_dates",
+                            "object": path,
+                            "field": key,
+                            "list": list_key,
+                            "start": rule["before"],
+                            "end": rule["after"],
+                            "mode": mode,
+                            "as_of": as_of,
+                        }
+                    )
                     break
     return out
 
@@ -564,7 +657,7 @@ def learn_profile(sample: Sample, k: int = DEFAULT_K) -> dict:
         "bytes_per_record": {
             "mean": round(statistics.fmean(sizes), 1),
             "std": round(statistics.pstdev(sizes), 1),
-        },  # fmt: skip
+        },
         "root": tree,
         "rules": _rules(learner, root),
         "text": learner.vocabulary(),
@@ -574,7 +667,7 @@ def learn_profile(sample: Sample, k: int = DEFAULT_K) -> dict:
             "salt": salt.hex(),
             "bits": bits,
             "bitmap": base64.b64encode(bytes(bitmap)).decode(),
-        },  # fmt: skip
+        },
     }
     return profile
 

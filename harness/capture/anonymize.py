@@ -21,14 +21,43 @@ from generators.learn import kinds
 
 # Keys of the API envelopes themselves: never personal, and needed as they are for a replay.
 _PROTOCOL_KEYS = frozenset(
-    {"model", "role", "type", "method", "url", "custom_id", "stream", "format", "purpose",
-     "endpoint", "completion_window", "object", "keep_alive", "response_format", "tool_choice",
-     "finish_reason", "done_reason", "image_url", "detail"}
-)  # fmt: skip
+    {
+        "model",
+        "role",
+        "type",
+        "method",
+        "url",
+        "custom_id",
+        "stream",
+        "format",
+        "purpose",
+        "endpoint",
+        "completion_window",
+        "object",
+        "keep_alive",
+        "response_format",
+        "tool_choice",
+        "finish_reason",
+        "done_reason",
+        "image_url",
+        "detail",
+    }
+)
 _REPLACED = frozenset(
-    {"person_name", "first_name", "last_name", "email", "phone", "url", "street_address",
-     "postal_code", "uuid", "id", "city"}
-)  # fmt: skip
+    {
+        "person_name",
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "url",
+        "street_address",
+        "postal_code",
+        "uuid",
+        "id",
+        "city",
+    }
+)
 _TEXT_ID = re.compile(r"\b[A-Za-z]{2,10}[-_]\d{4,}\b")
 _CAPITALISED_PAIR = re.compile(r"\b([A-Z][a-zà-ÿ'’-]+)\s+([A-Z][a-zà-ÿ'’-]+)\b")
 _POOL = 997  # fake values per kind (a prime: the HMAC picks among them)
@@ -122,15 +151,20 @@ class Pseudonymizer:
     def json(self, value: Any, key: str = "", parent: str = "") -> Any:
         """value with personal data replaced: by field name, by value shape, and inside text."""
         if isinstance(value, dict):
-            return {k: self.json(v, k, key) if k not in _PROTOCOL_KEYS else v for k, v in value.items()}
+            return {
+                k: self.json(v, k, key) if k not in _PROTOCOL_KEYS else v for k, v in value.items()
+            }
         if isinstance(value, list):
             return [self.json(v, key, parent) for v in value]
         if not isinstance(value, str) or not value:
             return value
         hint = kinds.name_hint(key, parent) if key else None
-        if hint in _REPLACED and len(value) < 200:
-            if hint not in ("id", "city") or kinds.full_match(kinds.ID, value) or hint == "city":
-                return self.value(hint, value)
+        if (
+            hint in _REPLACED
+            and len(value) < 200
+            and (hint != "id" or kinds.full_match(kinds.ID, value))
+        ):
+            return self.value(hint, value)
         shape = kinds.shape_kind(value)
         if shape in ("email", "url", "uuid", "phone"):
             return self.value(shape, value)
@@ -163,7 +197,11 @@ class Pseudonymizer:
     def _phone(self, match: re.Match[str]) -> str:
         value = match.group(0)
         digits = sum(c.isdigit() for c in value)
-        if digits < 7 or kinds.full_match(kinds.DATE, value.strip()) or re.fullmatch(r"[\d.]+", value):
+        if (
+            digits < 7
+            or kinds.full_match(kinds.DATE, value.strip())
+            or re.fullmatch(r"[\d.]+", value)
+        ):
             return value  # a number or a date, not a phone
         return self.value("phone", value)
 

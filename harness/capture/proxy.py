@@ -30,9 +30,19 @@ from harness.capture.anonymize import Pseudonymizer
 MAX_BODY_BYTES = 512 << 20  # a request body the proxy buffers (a Batch input file at most)
 MAX_RECORDED_RESPONSE = 8 << 20  # response bytes kept for --responses; the rest only passes
 _HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-     "transfer-encoding", "upgrade", "host", "content-length"}
-)  # fmt: skip
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
 _INFERENCE = {
     "/v1/chat/completions": "openai",
     "/v1/completions": "openai",
@@ -97,8 +107,12 @@ def _as_chat(path: str, body: dict) -> dict:
 
 
 def _replay_url(path: str) -> str:
-    return {"/api/chat": "/v1/chat/completions", "/api/generate": "/v1/chat/completions",
-            "/api/embed": "/v1/embeddings", "/api/embeddings": "/v1/embeddings"}.get(path, path)  # fmt: skip
+    return {
+        "/api/chat": "/v1/chat/completions",
+        "/api/generate": "/v1/chat/completions",
+        "/api/embed": "/v1/embeddings",
+        "/api/embeddings": "/v1/embeddings",
+    }.get(path, path)
 
 
 def _decoded(data: bytes, encoding: str) -> bytes:
@@ -164,6 +178,7 @@ class CaptureProxy:
 
     def app(self) -> Starlette:
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
         @contextlib.asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
             yield
@@ -178,13 +193,21 @@ class CaptureProxy:
 
     def _line(self, api: str, path: str, custom_id: str, body: dict, original: dict | None) -> dict:
         capture: dict[str, Any] = {
-            "api": api, "path": path, "at": _now(), "anonymized": self.pseudonymizer is not None
-        }  # fmt: skip
+            "api": api,
+            "path": path,
+            "at": _now(),
+            "anonymized": self.pseudonymizer is not None,
+        }
         if original is not None:
             capture["original"] = original
         chat = self._clean(_as_chat(path, body))
-        return {"custom_id": custom_id, "method": "POST", "url": _replay_url(path), "body": chat,
-                "capture": capture}  # fmt: skip
+        return {
+            "custom_id": custom_id,
+            "method": "POST",
+            "url": _replay_url(path),
+            "body": chat,
+            "capture": capture,
+        }
 
     def _next_id(self) -> str:
         return f"cap-{self.writer.lines + 1:07d}"
@@ -222,20 +245,29 @@ class CaptureProxy:
                 return JSONResponse(_error("request body over the capture limit", 413), 413)
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         upstream_request = self.client.build_request(
-            request.method, path, params=request.query_params.multi_items(), headers=headers,
+            request.method,
+            path,
+            params=request.query_params.multi_items(),
+            headers=headers,
             content=body,
-        )  # fmt: skip
+        )
         pending: list[dict] = []
         if request.method == "POST":
             pending = self._pending(path, body, upstream_request.headers)
         try:
             upstream = await self.client.send(upstream_request, stream=True)
         except httpx.HTTPError as exc:
-            return JSONResponse(_error(f"upstream {self.upstream} unreachable: {type(exc).__name__}", 502), 502)
+            return JSONResponse(
+                _error(f"upstream {self.upstream} unreachable: {type(exc).__name__}", 502), 502
+            )
         self.passed += 1
         if not self.responses:
             await self._record(pending, None)
-        response_headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP - {"content-length"}]
+        response_headers = [
+            (k, v)
+            for k, v in upstream.headers.items()
+            if k.lower() not in _HOP_BY_HOP - {"content-length"}
+        ]
         return StreamingResponse(
             self._relay(upstream, pending),
             status_code=upstream.status_code,
@@ -252,10 +284,15 @@ class CaptureProxy:
                     return [self._line(api, path, "", parsed, original)]
             elif path == "/v1/files":
                 return [
-                    self._line("batch", str(line.get("url", "/v1/chat/completions")),
-                               str(self._clean(line.get("custom_id", ""))), line["body"], None)
+                    self._line(
+                        "batch",
+                        str(line.get("url", "/v1/chat/completions")),
+                        str(self._clean(line.get("custom_id", ""))),
+                        line["body"],
+                        None,
+                    )
                     for line in self._batch_lines(body, headers)
-                ]  # fmt: skip
+                ]
         except (orjson.JSONDecodeError, ValueError):
             return []
         return []

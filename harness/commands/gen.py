@@ -55,9 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--workers", type=int, default=0, help="worker processes (default: one per CPU core)"
     )
-    parser.add_argument(
-        "--locale", help="Faker locale (default en_US; with --like, the sample's)"
-    )
+    parser.add_argument("--locale", help="Faker locale (default en_US; with --like, the sample's)")
     parser.add_argument(
         "--as-of",
         default=generators.DEFAULT_AS_OF,

@@ -56,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
         if args.emit_schema:
             schema = orjson.dumps(profile_schema(profile), option=orjson.OPT_INDENT_2) + b"\n"
             write_bytes(Path(args.emit_schema), schema)
-        write_bytes(Path(f"{args.out}.privacy.json"), orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        write_bytes(
+            Path(f"{args.out}.privacy.json"), orjson.dumps(report, option=orjson.OPT_INDENT_2)
+        )
     except GenerationError as exc:
         raise UserError(str(exc)) from None
     print(

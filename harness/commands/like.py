@@ -26,7 +26,7 @@ class LikeSource:
     def open(cls, like: str, seed: int, locale: str | None, schema: str | None) -> LikeSource:
         path = Path(like)
         try:
-            head = path.read_bytes()[:1 << 16]
+            head = path.read_bytes()[: 1 << 16]
         except OSError as exc:
             raise UserError(f"--like {like}: {exc.strerror}") from None
         pii = None
@@ -59,11 +59,15 @@ class LikeSource:
             validator = jsonschema.validators.validator_for(self.schema)(self.schema)
             bad = sum(1 for r in records if not validator.is_valid(r))
             if bad:
-                raise UserError(f"{bad:,} of {info.count:,} records do not validate against --schema")
+                raise UserError(
+                    f"{bad:,} of {info.count:,} records do not validate against --schema"
+                )
             print(f"all {info.count:,} records validate against the schema")
         if self.pii is None:
-            print("privacy: generated from a profile; exact-match check needs the sample "
-                  "(use --like SAMPLE)")  # fmt: skip
+            print(
+                "privacy: generated from a profile; exact-match check needs the sample "
+                "(use --like SAMPLE)"
+            )
             return
         report = {
             "k": self.builder.profile["k"],

@@ -28,7 +28,15 @@ PERSON = {
     "id": "cand-0042917",
     "summary": "Margaret Whitfield led data teams; reach her at margaret.whitfield@acme-corp.com.",
 }
-SECRETS = ("Margaret Whitfield", "Whitfield", "acme-corp", "415-555-0142", "1428 Elm", "mwhitfield", "0042917")
+SECRETS = (
+    "Margaret Whitfield",
+    "Whitfield",
+    "acme-corp",
+    "415-555-0142",
+    "1428 Elm",
+    "mwhitfield",
+    "0042917",
+)
 MESSAGES = [
     {"role": "system", "content": "Score the candidate from 0 to 100."},
     {"role": "user", "content": json.dumps(PERSON)},
@@ -40,10 +48,23 @@ class Proxy:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "harness", "capture", "--listen", f"127.0.0.1:{self.port}",
-             "--upstream", upstream, "--out", str(out), *extra],
-            cwd=ROOT, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "capture",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--upstream",
+                upstream,
+                "--out",
+                str(out),
+                *extra,
+            ],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wait_for(self._up, 30, f"capture proxy on {self.url}")
 
     def _up(self) -> bool:
@@ -84,11 +105,23 @@ def test_clients_pass_through_and_the_capture_is_anonymised(server, tmp_path):
         client = ollama.Client(host=proxy.url)
         answer = client.chat(model=MODEL, messages=MESSAGES)
         assert answer["message"]["content"]
-        pieces = [p["message"]["content"] for p in client.chat(model=MODEL, messages=MESSAGES, stream=True)]
+        pieces = [
+            p["message"]["content"]
+            for p in client.chat(model=MODEL, messages=MESSAGES, stream=True)
+        ]
         assert "".join(pieces) == answer["message"]["content"]
         batch_input = tmp_path / "in.jsonl"
-        batch_input.write_text(json.dumps({"custom_id": "b1", "method": "POST",
-            "url": "/v1/chat/completions", "body": {"model": MODEL, "messages": MESSAGES}}) + "\n")  # fmt: skip
+        batch_input.write_text(
+            json.dumps(
+                {
+                    "custom_id": "b1",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"model": MODEL, "messages": MESSAGES},
+                }
+            )
+            + "\n"
+        )
         uploaded = via.files.create(file=batch_input.open("rb"), purpose="batch")
         assert uploaded.id
     finally:
@@ -99,11 +132,15 @@ def test_clients_pass_through_and_the_capture_is_anonymised(server, tmp_path):
     lines = [orjson.loads(line) for line in data.splitlines()]
     assert len(lines) == 5
     assert {line["capture"]["api"] for line in lines} == {"openai", "ollama", "batch"}
-    users = [next(m["content"] for m in line["body"]["messages"] if m["role"] == "user")
-             for line in lines]  # fmt: skip
+    users = [
+        next(m["content"] for m in line["body"]["messages"] if m["role"] == "user")
+        for line in lines
+    ]
     assert len(set(users)) == 1  # the same person, the same pseudonyms, whatever the API
     person = json.loads(users[0])
-    assert person["summary"].split(" led")[0] == f"{person['name']['first']} {person['name']['last']}"
+    assert (
+        person["summary"].split(" led")[0] == f"{person['name']['first']} {person['name']['last']}"
+    )
     assert lines[0]["response"]["status"] == 200 and lines[1]["response"]["stream"] is True
     # the capture is a dataset and a sample
     assert len(list(iter_requests(out))) == 5
@@ -114,8 +151,11 @@ def test_raw_keeps_real_data_and_says_so(server, tmp_path):
     out = tmp_path / "raw.jsonl"
     proxy = Proxy(server.url, out, "--raw")
     try:
-        httpx.post(proxy.url + "/v1/chat/completions", json={"model": MODEL, "messages": MESSAGES},
-                   timeout=30).raise_for_status()  # fmt: skip
+        httpx.post(
+            proxy.url + "/v1/chat/completions",
+            json={"model": MODEL, "messages": MESSAGES},
+            timeout=30,
+        ).raise_for_status()
     finally:
         err = proxy.stop()
     assert "WARNING: --raw" in err and "REAL personal data" in err
@@ -130,10 +170,22 @@ def test_unreachable_upstream_and_non_loopback_are_one_line_errors(tmp_path):
         (("--upstream", f"http://127.0.0.1:{port}", "--listen", "0.0.0.0:8000"), "--listen"),
     ):
         result = subprocess.run(
-            [sys.executable, "-m", "harness", "capture", "--listen", f"127.0.0.1:{free_port()}",
-             "--out", str(tmp_path / "c.jsonl"), *args],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "capture",
+                "--listen",
+                f"127.0.0.1:{free_port()}",
+                "--out",
+                str(tmp_path / "c.jsonl"),
+                *args,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 2
         assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
 

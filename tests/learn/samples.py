@@ -21,7 +21,9 @@ def orders(n: int, seed: int = 7, locale: str = "de_DE") -> list[dict]:
         first, last = fake.first_name(), fake.last_name()
         start = date(2024, 1, 1) + timedelta(days=rng.randrange(300))
         end = start + timedelta(days=rng.randrange(1, 60))
-        events = sorted(start + timedelta(days=rng.randrange(90)) for _ in range(rng.randrange(2, 5)))
+        events = sorted(
+            start + timedelta(days=rng.randrange(90)) for _ in range(rng.randrange(2, 5))
+        )
         record = {
             "order_id": f"ORD-{100000 + i}",
             "status": rng.choice(STATUSES),
@@ -34,7 +36,10 @@ def orders(n: int, seed: int = 7, locale: str = "de_DE") -> list[dict]:
                     "postal_code": fake.postcode(),
                     "city": fake.city(),
                     "country": "Deutschland",
-                    "geo": {"lat": round(rng.uniform(47, 55), 5), "lon": round(rng.uniform(6, 15), 5)},
+                    "geo": {
+                        "lat": round(rng.uniform(47, 55), 5),
+                        "lon": round(rng.uniform(6, 15), 5),
+                    },
                 },
             },
             "items": [

@@ -39,7 +39,12 @@ def sample_file(tmp_path_factory) -> Path:
 def learned(sample_file, tmp_path_factory) -> tuple[Path, Path, dict]:
     out = tmp_path_factory.mktemp("profile")
     result = harness(
-        "learn", str(sample_file), "--out", str(out / "p.json"), "--emit-schema", str(out / "s.json")
+        "learn",
+        str(sample_file),
+        "--out",
+        str(out / "p.json"),
+        "--emit-schema",
+        str(out / "s.json"),
     )
     assert result.returncode == 0, result.stderr
     return out / "p.json", out / "s.json", orjson.loads((out / "p.json").read_bytes())
@@ -75,8 +80,19 @@ def test_kinds_locale_and_rules_are_learned(learned):
 def test_generated_records_keep_shape_rules_and_schema(learned, tmp_path):
     profile_path, schema_path, profile = learned
     out = tmp_path / "gen.jsonl"
-    result = harness("gen", "--like", str(profile_path), "--n", "600", "--out", str(out),
-                     "--format", "jsonl", "--schema", str(schema_path))  # fmt: skip
+    result = harness(
+        "gen",
+        "--like",
+        str(profile_path),
+        "--n",
+        "600",
+        "--out",
+        str(out),
+        "--format",
+        "jsonl",
+        "--schema",
+        str(schema_path),
+    )
     assert result.returncode == 0, result.stderr
     assert "validate against the schema" in result.stdout
     records = list(read_candidates(out))
@@ -106,8 +122,13 @@ def test_no_sample_pii_string_reaches_profile_or_output(sample_file, tmp_path):
     pii = set()
     for r in sample.records:
         c = r["customer"]
-        pii |= {c["email"], c["phone"], c["address"]["street"], r["order_id"],
-                f"{c['name']['first']} {c['name']['last']}"}  # fmt: skip
+        pii |= {
+            c["email"],
+            c["phone"],
+            c["address"]["street"],
+            r["order_id"],
+            f"{c['name']['first']} {c['name']['last']}",
+        }
     assert [v for v in pii if v in text] == []
 
 
@@ -128,10 +149,12 @@ def test_k_anonymity_rule(tmp_path):
 def test_output_is_identical_for_any_worker_count(learned, tmp_path):
     _, _, profile = learned
     builder = ProfileBuilder(profile, seed=3)
-    one = write_dataset(tmp_path / "a.jsonl", 450, fmt="jsonl", workers=1, source=builder,
-                        chunk_size=50)  # fmt: skip
-    three = write_dataset(tmp_path / "b.jsonl", 450, fmt="jsonl", workers=3, source=builder,
-                          chunk_size=50)  # fmt: skip
+    one = write_dataset(
+        tmp_path / "a.jsonl", 450, fmt="jsonl", workers=1, source=builder, chunk_size=50
+    )
+    three = write_dataset(
+        tmp_path / "b.jsonl", 450, fmt="jsonl", workers=3, source=builder, chunk_size=50
+    )
     assert one.sha256 == three.sha256
     assert builder.build_json(17) == ProfileBuilder(profile, seed=3).build_json(17)
     assert builder.build_json(17) != ProfileBuilder(profile, seed=4).build_json(17)
@@ -140,15 +163,25 @@ def test_output_is_identical_for_any_worker_count(learned, tmp_path):
 def test_openai_batch_takes_the_job_from_the_sample(tmp_path):
     system = "You screen tenants for flat 4B. Answer with one JSON object."
     lines = [
-        {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
-         "body": {"model": "m", "messages": [{"role": "system", "content": system},
-                  {"role": "user", "content": orjson.dumps(r).decode()}]}}
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "m",
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": orjson.dumps(r).decode()},
+                ],
+            },
+        }
         for i, r in enumerate(orders(30))
-    ]  # fmt: skip
+    ]
     sample = write_jsonl(tmp_path / "batch.jsonl", lines)
     out = tmp_path / "out.openai-batch.jsonl"
-    result = harness("gen", "--like", str(sample), "--n", "20", "--format", "openai-batch",
-                     "--out", str(out))  # fmt: skip
+    result = harness(
+        "gen", "--like", str(sample), "--n", "20", "--format", "openai-batch", "--out", str(out)
+    )
     assert result.returncode == 0, result.stderr
     first = orjson.loads(out.read_bytes().splitlines()[0])
     assert first["body"]["messages"][0]["content"] == system
