@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--workers", type=int, default=0, help="worker processes (default: one per CPU core)"
     )
-    parser.add_argument("--locale", default="en_US", help="Faker locale (default en_US)")
+    parser.add_argument("--locale", help="Faker locale (default en_US; with --like, the sample's)")
     parser.add_argument(
         "--as-of",
         default=generators.DEFAULT_AS_OF,
@@ -64,6 +64,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", default=generators.DEFAULT_MODEL, help="model name in requests")
     parser.add_argument("--max-tokens", type=int, default=generators.DEFAULT_MAX_TOKENS)
+    parser.add_argument(
+        "--like",
+        metavar="PROFILE|SAMPLE",
+        help="records shaped like a profile from `harness learn`, or like a sample file "
+        "(learned on the fly, with a privacy report); see docs/generators.md",
+    )
+    parser.add_argument(
+        "--schema", metavar="FILE", help="with --like: check every record against this JSON Schema"
+    )
     parser.add_argument(
         "--archive",
         action="store_true",
@@ -99,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     if workers < 0:
         raise UserError(f"--workers must be 1 or more (0 = one per core), got {args.workers}")
     directory, targets = _targets(args)
+    like = like_source(args) if args.like else None
+    args.locale = args.locale or (like.builder.locale if like else "en_US")
     datasets = []
     for n, path in targets:
         started = time.perf_counter()
@@ -115,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
                     model=args.model,
                     max_tokens=args.max_tokens,
                     progress=advance,
+                    source=like.builder if like else None,
                 )
         except generators.GenerationError as exc:
             raise UserError(str(exc)) from None
@@ -125,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
             f"({info.bytes / info.count / 1000:.2f} KB each) in {elapsed:.1f} s "
             f"({info.count / elapsed:,.0f}/s), sha256 {info.sha256[:16]}"
         )
+        if like is not None:
+            like.check(info)
     if args.archive:
         manifest = generators.dataset_manifest(datasets, as_of=args.as_of, model=args.model)
         started = time.perf_counter()
@@ -138,3 +152,10 @@ def run(args: argparse.Namespace) -> int:
             f"sha256 {digest[:16]}"
         )
     return 0
+
+
+def like_source(args: argparse.Namespace):
+    """The --like records: from a profile file, or learned from a sample there and then."""
+    from harness.commands.like import LikeSource
+
+    return LikeSource.open(args.like, seed=args.seed, locale=args.locale, schema=args.schema)
