@@ -1,6 +1,7 @@
 """Supervisor: run any command as a child process group, keep it alive, and say why it died.
 
-Restarts a failed child with capped exponential backoff (reset after a healthy period), gates
+Restarts a failed child at once when it had been healthy a while, else with capped exponential
+backoff (a crash loop), gates
 "ready" on a health URL answering 200, times each recovery (death -> up -> ready -> first
 successful request), and emulates a container memory limit by SIGKILLing the tree when its RSS
 passes it, as the kernel's OOM killer would. Events go to the run directory's events.jsonl, the
@@ -388,13 +389,20 @@ class Supervisor:
                 if self._stopping or verdict.cause == COMPLETED:
                     self._state = "stopped" if self._stopping else "completed"
                     break
-                if child.ready_t is not None and death_t - child.ready_t >= self.healthy_reset_s:
-                    failures = 0  # it had been healthy for a while: start the backoff over
-                failures += 1
+                # Backoff is for crash loops: one that served a healthy stretch (measured from
+                # ready, not start: a long model load is no health) restarts at once.
+                healthy = (
+                    child.ready_t is not None and death_t - child.ready_t >= self.healthy_reset_s
+                )
+                failures = 0 if healthy else failures + 1
                 if self._restarts >= self.max_restarts:
                     self._give_up(verdict.cause, f"the target exited {self._restarts + 1} times")
                     break
-                backoff = min(self.backoff_initial_s * 2 ** (failures - 1), self.backoff_max_s)
+                backoff = (
+                    0.0
+                    if healthy
+                    else min(self.backoff_initial_s * 2 ** (failures - 1), self.backoff_max_s)
+                )
                 self._recovery = _Recovery(death_t=death_t, cause=verdict.cause)
                 self._state = "restarting"
                 self.run_dir.event(
