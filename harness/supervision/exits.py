@@ -83,7 +83,7 @@ def classify_exit(
 ) -> ExitVerdict:
     """Classify a return code (negative: killed by that signal, as subprocess reports it).
 
-    memory_limit is (tree RSS bytes, limit bytes) when the harness killed it for passing
+    memory_limit is (tree PSS, else RSS, bytes; limit bytes) when the harness killed it for passing
     --memory-limit; kernel_oom_kill is the kernel's OOM counters' verdict when readable;
     engine_death_line is the last engine-death line of its log; descendant_killed names a process
     of its tree seen SIGKILLed; supervised: it was meant to keep serving (exit 0 is no finish).
@@ -170,9 +170,9 @@ def _sigkill_evidence(
     kernel_oom_kill: bool | None,
 ) -> str:
     if memory_limit is not None:
-        rss, limit = memory_limit
+        used, limit = memory_limit
         return (
-            f". The harness sent it: the process tree's RSS {format_bytes(rss)} passed "
+            f". The harness sent it: the process tree's memory {format_bytes(used)} passed "
             f"--memory-limit {format_bytes(limit)}"
         )
     if injected:

@@ -481,7 +481,7 @@ class Supervisor:
         if child.descendant_killed is not None:
             fields["descendant_killed"] = child.descendant_killed
         if child.memory_kill is not None:
-            fields["rss_bytes"], fields["limit_bytes"] = child.memory_kill
+            fields["memory_bytes"], fields["limit_bytes"] = child.memory_kill
         print(f"harness: {verdict.line}", file=sys.stderr, flush=True)
         with open(self.log_path, "ab") as log:
             log.write(f"[harness] {utc_iso()} {verdict.line}\n".encode())
@@ -605,7 +605,11 @@ class Supervisor:
                 continue
             memory = self._tree.memory(child.pid)
             if memory is not None and memory.rss_bytes > self.memory_limit_bytes:
-                self._kill_for_memory(child, memory)
+                # PSS <= RSS, so the costlier PSS (shared pages counted once, as a cgroup does)
+                # is read only once the summed RSS passes the limit
+                memory = self._tree.memory(child.pid, pss=True) or memory
+                if _counted_bytes(memory) > self.memory_limit_bytes:
+                    self._kill_for_memory(child, memory)
         self._tree.close()
 
     def _note_descendant_deaths(self, child: _Child) -> None:
@@ -644,18 +648,20 @@ class Supervisor:
         with self._lock:
             if child.exited.is_set() or child.stop_signal is not None:
                 return
-            child.memory_kill = (memory.rss_bytes, self.memory_limit_bytes)
+            child.memory_kill = (_counted_bytes(memory), self.memory_limit_bytes)
             child.memory_kill_t = time.time()
             self.run_dir.event(
                 "memory_limit_exceeded",
                 t=child.memory_kill_t,
                 pid=child.pid,
                 rss_bytes=memory.rss_bytes,
+                pss_bytes=memory.pss_bytes,
                 limit_bytes=self.memory_limit_bytes,
                 nprocs=memory.nprocs,
             )
         print(
-            f"harness: target tree RSS {format_bytes(memory.rss_bytes)} passed --memory-limit "
+            f"harness: target tree memory {format_bytes(_counted_bytes(memory))} "
+            f"({'PSS' if memory.pss_bytes is not None else 'RSS'}) passed --memory-limit "
             f"{format_bytes(self.memory_limit_bytes)}: killing it with SIGKILL, as the kernel's "
             "OOM killer would",
             file=sys.stderr,
@@ -737,6 +743,12 @@ class Supervisor:
                 "updated_t": time.time(),
             },
         )
+
+
+def _counted_bytes(memory: TreeMemory) -> int:
+    """What --memory-limit counts: the tree's PSS (each shared page once), RSS where PSS is not
+    offered."""
+    return memory.pss_bytes if memory.pss_bytes is not None else memory.rss_bytes
 
 
 def _wait_gone(processes: Sequence[psutil.Process], deadline: float) -> None:

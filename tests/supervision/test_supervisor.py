@@ -105,7 +105,8 @@ def test_memory_limit_kills_the_tree_as_an_oom_kill_and_rss_curve_is_sampled(
     sampler.stop()
 
     exceeded = events(run_dir, "memory_limit_exceeded")[0]
-    assert exceeded["rss_bytes"] > limit == exceeded["limit_bytes"]
+    assert exceeded["pss_bytes"] > limit == exceeded["limit_bytes"]
+    assert exceeded["rss_bytes"] >= exceeded["pss_bytes"]
     exited = events(run_dir, "exited")[0]
     assert (exited["cause"], exited["returncode"], exited["signal"]) == ("oom_kill", -9, "SIGKILL")
     assert "passed --memory-limit 120.0 MiB" in exited["message"]
@@ -114,6 +115,36 @@ def test_memory_limit_kills_the_tree_as_an_oom_kill_and_rss_curve_is_sampled(
     curve = [s["rss_bytes"] for s in samples(run_dir, "ram") if s["pid"] == exited["pid"]]
     assert len(set(curve)) >= 4, curve
     assert curve[-1] > curve[0] + (48 << 20)  # it grew step by step on the way to the limit
+
+
+def test_memory_limit_counts_shared_pages_once_not_summed_rss(
+    run_dir: RunDir, supervisors: list[Supervisor]
+) -> None:
+    limit = 200 << 20  # 3 processes sharing 100 MB: RSS sums ~300 MB, PSS ~100 MB
+    supervisor = Supervisor(
+        program("shared_alloc.py", 100, 2), run_dir, memory_limit_bytes=limit, max_restarts=0
+    )
+    supervisors.append(supervisor)
+    supervisor.start()
+    sampler = start_sampling(run_dir, interval=0.05, pid=lambda: supervisor.pid, gpu=False)
+
+    def over_by_rss() -> list[dict[str, object]]:
+        return [
+            s
+            for s in samples(run_dir, "ram")
+            if s["nprocs"] == 3 and s["rss_bytes"] and s["rss_bytes"] > limit
+        ]
+
+    def measured_pss() -> list[int]:
+        return [row["pss_bytes"] for row in over_by_rss() if row["pss_bytes"] is not None]
+
+    # the watchdog checks every 0.1 s; PSS is sampled once a second: two PSS samples while RSS
+    # is over the limit span about ten of the watchdog's checks
+    pss = wait_for(lambda: len(measured_pss()) >= 2 and measured_pss(), what="PSS samples")
+    sampler.stop()
+    assert max(pss) < limit
+    assert not events(run_dir, "memory_limit_exceeded") and not events(run_dir, "exited")
+    assert supervisor.pid is not None
 
 
 def test_oom_text_in_output_is_an_oom_error(run_dir: RunDir, supervisors: list[Supervisor]) -> None:
