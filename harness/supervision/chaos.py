@@ -170,7 +170,7 @@ def run_chaos(
             victim=victim,
         )
         injected.append(event)
-        _say(f"injected {fault} into pid {event.get('pid')} ({k}/{count})")
+        _say(f"injected {fault} into pid {event.get('victim_pid', event.get('pid'))} ({k}/{count})")
         if fault in ("kill", "oom"):
             last = k == count or due + every_s > deadline
             watch_until = time.monotonic() + _RECOVERY_WAIT_S if last else due + every_s
