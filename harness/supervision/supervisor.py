@@ -55,6 +55,7 @@ _MEMORY_CHECK_S = 0.1
 _TREE_TRACK_S = 1.0  # how often descendants are noted, so none survives as an orphan
 _SURVIVAL_S = 1.0  # without a health URL, up this long counts as recovered (not a crash loop)
 _GONE_POLL_S = 0.02
+_REAP_S = 1.0  # how long to wait for the cleaned-up workers re-parented to us, to reap them
 _DEATH_FAULTS = frozenset({"kill", "oom", "crash"})
 
 
@@ -434,10 +435,13 @@ class Supervisor:
         group id (so the id cannot have been reused); then reap it and return its code."""
         with contextlib.suppress(ChildProcessError):
             os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+        self._note_descendant_deaths(child)  # before our own cleanup below SIGKILLs the rest
         if child.stop_signal is not None:  # give the rest of the tree the stop's grace time
             _wait_gone(child.descendants, child.stop_deadline)
         self._signal_tree(child, signal.SIGKILL)  # a dead leader's workers only hold memory/ports
-        return child.proc.wait()
+        returncode = child.proc.wait()
+        _reap_orphans(child.descendants, time.monotonic() + _REAP_S)
+        return returncode
 
     def _record_exit(self, child: _Child, returncode: int) -> tuple[float, ExitVerdict]:
         death_t = child.injected_t or child.memory_kill_t or time.time()
@@ -451,7 +455,6 @@ class Supervisor:
         kernel = self._kernel_verdict(child)
         oom_line = find_oom_line(self.log_path, child.log_offset)
         engine_death_line = find_engine_death_line(self.log_path, child.log_offset)
-        self._note_descendant_deaths(child)
         verdict = classify_exit(
             returncode,
             stopped=child.stop_signal is not None,
@@ -756,6 +759,21 @@ def _wait_gone(processes: Sequence[psutil.Process], deadline: float) -> None:
     an init that may never reap it) or time.monotonic() passes deadline."""
     while any(_running(process) for process in processes) and time.monotonic() < deadline:
         time.sleep(_GONE_POLL_S)
+
+
+def _reap_orphans(processes: Sequence[psutil.Process], deadline: float) -> None:
+    """Reap the tree members re-parented to this subreaper, so no zombie is left behind; those
+    that are not our children are someone else's to reap (ChildProcessError)."""
+    waiting = [process.pid for process in processes]
+    while waiting and time.monotonic() < deadline:
+        still = []
+        for pid in waiting:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG) is None:
+                    still.append(pid)  # ours, not dead yet (the SIGKILL is on its way)
+        waiting = still
+        if waiting:
+            time.sleep(_GONE_POLL_S)
 
 
 def _running(process: psutil.Process) -> bool:

@@ -131,3 +131,26 @@ def test_inject_oom_kill_kills_the_largest_and_is_an_injected_oom_kill(
     assert exited["cause"] == "oom_kill" and exited["injected"] is True
     assert exited["returncode"] == 0 and exited["descendant_killed"] == f"pid {worker}"
     assert recovered["cause"] == "oom_kill" and recovered["seconds_to_first_success"] > 0
+
+
+def test_cleaning_up_a_crashed_leaders_workers_is_no_oom_kill_and_leaves_no_zombie(
+    run_dir: RunDir, supervisors: list[Supervisor]
+) -> None:
+    port = free_port()
+    supervisor = Supervisor(
+        program("health_server.py", port, "--children", 2),
+        run_dir,
+        health_url=f"http://127.0.0.1:{port}/health",
+        max_restarts=0,
+    )
+    supervisors.append(supervisor)
+    supervisor.start()
+    assert supervisor.wait_ready(10)
+    tree = wait_for(lambda: len(supervisor.pids()) == 3 and supervisor.pids(), what="3 processes")
+    wait_for(lambda: len(supervisor._child.descendants) == 2, what="the watchdog saw the children")
+    os.kill(tree[0], signal.SIGTERM)  # the leader dies alone; the supervisor kills its workers
+    assert supervisor.wait(10)
+    exited = events(run_dir, "exited")[0]
+    assert exited["cause"] == "crash" and "descendant_killed" not in exited
+    mine = [p for p in psutil.Process().children() if p.pid in tree]
+    assert mine == []  # the workers re-parented to us (subreaper) were reaped, not left zombies
