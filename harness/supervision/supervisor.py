@@ -72,6 +72,7 @@ class _Child:
     oom_counts: tuple[int | None, int | None]
     create_time: float | None = None
     ready_t: float | None = None
+    served: bool = False  # a request succeeded after ready: its death is no crash loop
     injected_t: float | None = None
     memory_kill: tuple[int, int] | None = None
     memory_kill_t: float | None = None
@@ -260,6 +261,9 @@ class Supervisor:
         t = time.time() if t is None else t
         with self._lock:
             self._traffic_seen = True
+            child = self._child
+            if ok and child is not None and child.ready_t is not None and t >= child.ready_t:
+                child.served = True
             recovery = self._recovery
             if recovery is None or t < recovery.death_t or recovery.first_success_t is not None:
                 return
@@ -390,10 +394,11 @@ class Supervisor:
                 if self._stopping or verdict.cause == COMPLETED:
                     self._state = "stopped" if self._stopping else "completed"
                     break
-                # Backoff is for crash loops: one that served a healthy stretch (measured from
-                # ready, not start: a long model load is no health) restarts at once.
-                healthy = (
-                    child.ready_t is not None and death_t - child.ready_t >= self.healthy_reset_s
+                # Backoff is for crash loops: one that served requests, or a healthy stretch
+                # (measured from ready, not start: a long model load is no health), restarts at
+                # once.
+                healthy = child.ready_t is not None and (
+                    child.served or death_t - child.ready_t >= self.healthy_reset_s
                 )
                 failures = 0 if healthy else failures + 1
                 if self._restarts >= self.max_restarts:

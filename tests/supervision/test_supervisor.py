@@ -192,6 +192,20 @@ def test_backoff_is_for_crash_loops_a_healthy_stretch_from_ready_restarts_at_onc
     assert [e["backoff_s"] for e in events(run_dir, "restarting")] == [0.2, 0.4, 0.0, 0.2]
 
 
+def test_a_target_that_served_requests_since_ready_restarts_at_once(
+    run_dir: RunDir, supervisors: list[Supervisor]
+) -> None:
+    # the hour-7 death: a server dies under load after serving; only one that never served backs off
+    supervisor, _ = _health_server(run_dir, supervisors, healthy_reset_s=60.0)
+    for served in (True, True, False, True):
+        assert supervisor.wait_ready(10)
+        if served:
+            supervisor.note_request(True)
+        supervisor.kill()
+        wait_for(lambda n=supervisor.restarts: supervisor.restarts > n, what="a restart")
+    assert [e["backoff_s"] for e in events(run_dir, "restarting")] == [0.0, 0.0, 0.2, 0.0]
+
+
 def test_completed_target_is_not_restarted(run_dir: RunDir, supervisors: list[Supervisor]) -> None:
     supervisor = Supervisor(program("exit_with.py", 0), run_dir)
     supervisors.append(supervisor)
