@@ -79,16 +79,20 @@ def test_sigkill_restart_is_health_gated_and_timed(
     assert exited["pid"] == first_pid and exited["returncode"] == -9
     assert exited["cause"] == "oom_kill" and exited["injected"] is True
     assert exited["message"].startswith("killed by SIGKILL, as the kernel OOM killer does")
-    assert events(run_dir, "restarting")[0]["backoff_s"] == pytest.approx(0.2)
+    assert events(run_dir, "restarting")[0]["backoff_s"] == 0.0  # it served: no crash loop
     assert supervisor.pid != first_pid and supervisor.restarts == 1
     # up, then ready only after the simulated load, then a real request succeeded
-    assert 0.2 <= recovered["seconds_to_up"] < recovered["seconds_to_ready"]
+    assert 0 < recovered["seconds_to_up"] < recovered["seconds_to_ready"]
     assert recovered["seconds_to_ready"] - recovered["seconds_to_up"] >= LOAD_TIME_S
     assert recovered["seconds_to_first_success"] >= recovered["seconds_to_ready"] - 0.05
     assert recovered["requests_failed"] >= 3  # the downtime and the load both failed requests
     assert recovered["death_t"] == exited["t"]
-    target = run_dir.read_json("target.json")
-    assert target is not None and target["pid"] == supervisor.pid and target["state"] == "ready"
+    # a request may succeed a moment before the health gate passes: target.json follows the gate
+    target = wait_for(
+        lambda: (t := run_dir.read_json("target.json")) and t["state"] == "ready" and t,
+        what="target.json to say ready",
+    )
+    assert target["pid"] == supervisor.pid
 
 
 def test_memory_limit_kills_the_tree_as_an_oom_kill_and_rss_curve_is_sampled(
