@@ -9,6 +9,8 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+import psutil
+
 from harness.errors import UserError
 
 LOOPBACK_HOST = "127.0.0.1"  # what everything the harness starts binds to by default
@@ -57,3 +59,15 @@ def url_origin(url: str) -> str:
     """scheme://host:port of a URL: where a server's other endpoints (/metrics, /admin) live."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def listening_pid(url: str) -> int | None:
+    """The pid of the local process listening on the URL's port, when this user may see it."""
+    port = urlsplit(url).port or (443 if url.startswith("https") else 80)
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                return conn.pid
+    except psutil.Error:
+        return None
+    return None

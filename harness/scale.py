@@ -14,6 +14,8 @@ import itertools
 import os
 import queue
 import resource
+import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -39,10 +41,11 @@ from harness.driver.dataset import (
     from_file,
     generated,
 )
+from harness.driver.incidents import import_supervisor_incidents
 from harness.driver.ladder import extrapolate, ladder_table, rung_figures
 from harness.driver.ready import TargetUnavailable
 from harness.errors import UserError
-from harness.net import require_loopback_url
+from harness.net import listening_pid, require_loopback_url, url_origin
 from harness.progress import interactive
 from harness.rundir import (
     MANIFEST,
@@ -55,6 +58,7 @@ from harness.rundir import (
     write_json_atomic,
 )
 from harness.supervision.supervisor import ADMIN_TOKEN_ENV, Supervisor
+from harness.targets import Target, choose_model, probe, serve_health_path, serve_url
 
 MODES = ("client", "batch-api")
 _RUNG_ENV = "HARNESS_LADDER_RUNG"
@@ -66,7 +70,9 @@ class ScaleConfig:
 
     n: int | None = 10_000  # None with a dataset: all of it
     mode: str = "client"
-    target: str | None = None  # None: the embedded reference server
+    target: str | None = None  # None: the embedded reference server (or the --serve command's)
+    serve: tuple[str, ...] = ()  # a server command scale starts and supervises itself
+    supervisor: str | None = None  # the run directory of a separate `harness supervise`
     dataset: str | None = None  # None: generated for (n, seed) and cached
     seed: int = 0
     oom_at: tuple[float, ...] = ()  # fractions of the batch, e.g. (0.25, 0.6)
@@ -74,6 +80,7 @@ class ScaleConfig:
     concurrency: int = 64
     chunk_size: int = 5_000  # batch-api: requests per uploaded batch
     model: str | None = None
+    max_tokens: int | None = None  # None: what the dataset says
     api_key: str | None = None
     server_args: tuple[str, ...] = ()
     sample_interval: float = 0.5
@@ -123,7 +130,7 @@ def run_scale(config: ScaleConfig, *, out: TextIO = sys.stderr) -> ScaleOutcome:
     config = replace(config, n=n, run_dir=str(run_dir.path))
     run_dir.write_manifest(
         kind="scale",
-        target_url=config.target or "embedded",
+        target_url=config.target or (shlex.join(config.serve) if config.serve else "embedded"),
         dataset=dataset.manifest(),
         seed=config.seed,
         calibration=measure(),
@@ -153,6 +160,7 @@ def resume_scale(
     stored = {k: v for k, v in manifest["scale"].items() if k in known}
     stored["oom_at"] = tuple(stored.get("oom_at") or ())
     stored["server_args"] = tuple(stored.get("server_args") or ())
+    stored["serve"] = tuple(stored.get("serve") or ())
     config = ScaleConfig(**stored)
     if concurrency is not None:
         config = replace(config, concurrency=concurrency)
@@ -226,6 +234,7 @@ def _rung_main() -> int:
     stored = orjson.loads(os.environ[_RUNG_ENV])
     stored["oom_at"] = tuple(stored["oom_at"])
     stored["server_args"] = tuple(stored["server_args"])
+    stored["serve"] = tuple(stored["serve"])
     try:
         return 0 if run_scale(ScaleConfig(**stored)).ok else 1
     except UserError as exc:
@@ -250,13 +259,24 @@ def _check(config: ScaleConfig) -> None:
         raise UserError(f"--concurrency must be 1 or more, got {config.concurrency}")
     if config.chunk_size < 1:
         raise UserError(f"--chunk-size must be 1 or more, got {config.chunk_size}")
+    if config.max_tokens is not None and config.max_tokens < 1:
+        raise UserError(f"--max-tokens must be 1 or more, got {config.max_tokens}")
+    if config.serve and config.supervisor is not None:
+        raise UserError("--serve starts its own supervisor; drop --supervisor (or --serve)")
     if config.target is not None:
         require_loopback_url(config.target, "--target")
-        if config.oom_at and not os.environ.get(ADMIN_TOKEN_ENV):
-            raise UserError(
-                f"--oom-at with --target needs the server's admin token in {ADMIN_TOKEN_ENV} "
-                "(harness serve --admin-token T); or drop --target to use the embedded server"
-            )
+    if config.serve and config.target is None and serve_url(config.serve) is None:
+        raise UserError(
+            f"cannot tell where {config.serve[0]!r} will listen; give its URL with --target "
+            "http://127.0.0.1:PORT (or put --port PORT in its command)"
+        )
+    external = config.target is not None and not config.serve and config.supervisor is None
+    if external and config.oom_at and not os.environ.get(ADMIN_TOKEN_ENV):
+        raise UserError(
+            f"--oom-at with --target needs the server under a supervisor: start it with "
+            f"--serve -- COMMAND, or point --supervisor at the run directory of its "
+            f"`harness supervise` (or give the reference server's admin token in {ADMIN_TOKEN_ENV})"
+        )
     if any(not 0 < p < 1 for p in config.oom_at):
         raise UserError("--oom-at points must lie strictly between 0% and 100%, e.g. 25%,60%")
 
@@ -311,7 +331,8 @@ def _execute(
     progress = _Progress(config.n, len(completed), run_dir, console)
     started = time.monotonic()
     try:
-        with _open_target(config, run_dir) as target:
+        with _open_target(config, run_dir, console) as target:
+            config = _settle_model(config, target, dataset, run_dir, console)
             progress.plan_ooms(config.oom_at, target)
             try:
                 stats = asyncio.run(
@@ -413,6 +434,7 @@ async def _drive(
                 api_key=config.api_key,
                 ready_timeout_s=config.ready_timeout_s,
                 model=config.model,
+                max_tokens=config.max_tokens,
             ),
             run_dir,
             checkpoint,
@@ -423,7 +445,7 @@ async def _drive(
     sampler = asyncio.create_task(_sample_load(run_dir, progress, driver, config.sample_interval))
     try:
         if isinstance(driver, ClientDriver):
-            pending = _pending(dataset, config.n, completed, config.model)
+            pending = _pending(dataset, config.n, completed, config.model, config.max_tokens)
             return await driver.run(pending)
         cache = config.cache_dir or Path(config.runs_root) / "datasets"
         batch_file = await asyncio.to_thread(as_batch_file, dataset, cache)
@@ -433,10 +455,16 @@ async def _drive(
 
 
 def _pending(
-    dataset: Dataset, n: int, completed: IdSet, model: str | None
+    dataset: Dataset,
+    n: int,
+    completed: IdSet,
+    model: str | None,
+    max_tokens: int | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """The first n requests of the dataset that have no result yet, streamed."""
-    requests = itertools.islice(generators.iter_requests(dataset.path, model=model), n)
+    requests = itertools.islice(
+        generators.iter_requests(dataset.path, model=model, max_tokens=max_tokens), n
+    )
     if not len(completed):
         yield from requests
         return
@@ -478,6 +506,7 @@ class _Target:
     health_url: str | None
     inject: Callable[[], None] | None = None
     supervisor: Supervisor | None = None
+    info: Target | None = None  # what the probe learned; None for the embedded server
 
     def note_request(self, ok: bool, t: float) -> None:
         """Feed the supervisor's recovery timing (first success after a death)."""
@@ -486,46 +515,214 @@ class _Target:
 
 
 @contextlib.contextmanager
-def _open_target(config: ScaleConfig, run_dir: RunDir) -> Iterator[_Target]:
-    if config.target is None:
-        from harness.supervision.embedded import EmbeddedServer
+def _open_target(config: ScaleConfig, run_dir: RunDir, console: _Console) -> Iterator[_Target]:
+    if config.serve:
+        with _served_target(config, run_dir, console) as target:
+            yield target
+    elif config.target is None and config.supervisor is None:
+        with _embedded_target(config, run_dir) as target:
+            yield target
+    else:
+        with _external_target(config, run_dir, console) as target:
+            yield target
 
-        speed = "max" if config.speed is None else repr(config.speed)
-        server_args = ["--oom", "kill", "--speed", speed, *config.server_args]
-        with EmbeddedServer(
-            run_dir,
-            server_args=server_args,
-            sample_interval=config.sample_interval,
-            ready_timeout=config.ready_timeout_s,
-            max_restarts=10 + len(config.oom_at),  # rehearsed deaths do not use up real ones
-        ) as server:
 
-            def inject() -> None:
-                supervisor = server.supervisor
-                supervisor.wait_ready(config.ready_timeout_s)
-                victim = supervisor.pid
-                if server.inject({"fault": "oom"}).get("mode") == "error":
-                    return  # --oom error: in-flight requests failed, the server lives on
-                # The next injection must hit the successor, not this process in its last moments.
-                deadline = time.monotonic() + config.ready_timeout_s
-                while supervisor.pid == victim and time.monotonic() < deadline:
-                    time.sleep(0.02)
+@contextlib.contextmanager
+def _embedded_target(config: ScaleConfig, run_dir: RunDir) -> Iterator[_Target]:
+    from harness.supervision.embedded import EmbeddedServer
 
-            yield _Target(
-                url=server.url,
-                health_url=server.url + "/health/ready",
-                inject=inject,
-                supervisor=server.supervisor,
-            )
-        return
+    speed = "max" if config.speed is None else repr(config.speed)
+    server_args = ["--oom", "kill", "--speed", speed, *config.server_args]
+    with EmbeddedServer(
+        run_dir,
+        server_args=server_args,
+        sample_interval=config.sample_interval,
+        ready_timeout=config.ready_timeout_s,
+        max_restarts=10 + len(config.oom_at),  # rehearsed deaths do not use up real ones
+    ) as server:
+
+        def inject() -> None:
+            supervisor = server.supervisor
+            supervisor.wait_ready(config.ready_timeout_s)
+            victim = supervisor.pid
+            if server.inject({"fault": "oom"}).get("mode") == "error":
+                return  # --oom error: in-flight requests failed, the server lives on
+            _wait_successor(supervisor, victim, config.ready_timeout_s)
+
+        yield _Target(
+            url=server.url,
+            health_url=server.url + "/health/ready",
+            inject=inject,
+            supervisor=server.supervisor,
+        )
+
+
+@contextlib.contextmanager
+def _served_target(config: ScaleConfig, run_dir: RunDir, console: _Console) -> Iterator[_Target]:
+    """The user's own server command, started and kept alive by a Supervisor; an OOM is
+    rehearsed as the kernel does it: SIGKILL, no warning, recorded as an injected oom_kill."""
     from harness.supervision.samplers import start_sampling
 
-    url = config.target.rstrip("/")
-    sampler = start_sampling(run_dir, interval=config.sample_interval, metrics_url=url + "/metrics")
+    url = (config.target or serve_url(config.serve) or "").rstrip("/")
+    require_loopback_url(url, "the --serve command's URL")
+    health_url = url + serve_health_path(config.serve)
+    supervisor = Supervisor(
+        config.serve, run_dir, health_url=health_url, max_restarts=10 + len(config.oom_at)
+    )
+    console.say(f"starting {shlex.join(config.serve)}; ready when {health_url} answers 200")
+    supervisor.start()
+    sampler = None
     try:
-        yield _Target(url=url, health_url=None, inject=_admin_inject(url, run_dir))
+        if not supervisor.wait_ready(config.ready_timeout_s):
+            last = supervisor.last_exit
+            why = f"it exited ({last['message']})" if last else "it did not answer"
+            raise UserError(
+                f"the --serve command was not ready within {config.ready_timeout_s:g} s: {why}; "
+                f"see its log, {supervisor.log_path}"
+            )
+        info = probe(url, model=config.model)
+        console.say(f"target {info.describe()}")
+        sampler = start_sampling(
+            run_dir,
+            interval=config.sample_interval,
+            pid=lambda: supervisor.pid,
+            metrics_url=info.metrics_url,
+            metrics_grace_s=config.ready_timeout_s,
+        )
+
+        def inject() -> None:
+            supervisor.wait_ready(config.ready_timeout_s)
+            victim = supervisor.kill(signal.SIGKILL)
+            _wait_successor(supervisor, victim, config.ready_timeout_s)
+
+        yield _Target(
+            url=url, health_url=health_url, inject=inject, supervisor=supervisor, info=info
+        )
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        supervisor.stop()
+
+
+@contextlib.contextmanager
+def _external_target(config: ScaleConfig, run_dir: RunDir, console: _Console) -> Iterator[_Target]:
+    """A server already running; with --supervisor, the one a separate `harness supervise` keeps
+    alive, whose deaths scale then times against its own requests (one incident, one record)."""
+    from harness.supervision.chaos import inject as chaos_inject
+    from harness.supervision.chaos import read_target
+    from harness.supervision.samplers import start_sampling
+
+    supervisor_dir = None
+    health_url = None
+    if config.supervisor is not None:
+        if not (Path(config.supervisor) / "target.json").is_file():
+            raise UserError(
+                f"--supervisor {config.supervisor}: no target.json there; pass the --run-dir of "
+                "a running `harness supervise`"
+            )
+        supervisor_dir = RunDir(config.supervisor)
+        health_url = read_target(supervisor_dir).health_url
+    url = (config.target or (url_origin(health_url) if health_url else "")).rstrip("/")
+    if not url:
+        raise UserError("the supervised target has no health URL; give its URL with --target")
+    require_loopback_url(url, "--target")
+    info = probe(url, model=config.model)
+    console.say(f"target {info.describe()}")
+    sampler = start_sampling(
+        run_dir,
+        interval=config.sample_interval,
+        pid=_ListeningPid(url),  # the target's process tree, as Locust samples it
+        metrics_url=info.metrics_url,
+        metrics_grace_s=config.ready_timeout_s,
+    )
+    started_t = time.time()
+    inject = _admin_inject(url, run_dir)
+    if supervisor_dir is not None:
+        sup = supervisor_dir
+
+        def inject() -> None:
+            _wait_target_ready(sup, config.ready_timeout_s)
+            victim = chaos_inject(sup, "kill").get("pid")
+            run_dir.event("fault_injected", fault="kill", pid=victim, by="scale", source="scale")
+
+    try:
+        yield _Target(url=url, health_url=health_url or info.health_url, inject=inject, info=info)
     finally:
         sampler.stop()
+        if supervisor_dir is not None:
+            deaths = import_supervisor_incidents(supervisor_dir.path, run_dir, started_t)
+            console.say(
+                f"{deaths} target death(s) recorded by the supervisor in {config.supervisor}"
+            )
+
+
+class _ListeningPid:
+    """The pid listening on the URL's port, looked up again only once that process is gone."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._process: psutil.Process | None = None
+
+    def __call__(self) -> int | None:
+        if self._process is not None and self._process.is_running():
+            return self._process.pid
+        pid = listening_pid(self._url)
+        try:
+            self._process = psutil.Process(pid) if pid is not None else None
+        except psutil.Error:
+            self._process = None
+        return pid
+
+
+def _wait_successor(supervisor: Supervisor, victim: int | None, timeout_s: float) -> None:
+    """Return once the killed child is gone, so the next injection hits its successor."""
+    deadline = time.monotonic() + timeout_s
+    while victim is not None and supervisor.pid == victim and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _wait_target_ready(supervisor_dir: RunDir, timeout_s: float) -> None:
+    from harness.supervision.chaos import read_target
+
+    deadline = time.monotonic() + timeout_s
+    while not read_target(supervisor_dir).ready and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _settle_model(
+    config: ScaleConfig, target: _Target, dataset: Dataset, run_dir: RunDir, console: _Console
+) -> ScaleConfig:
+    """The model a real target serves (one: use it; several: ask), and whether the requests fit
+    its context; stored in the manifest so a resume sends the same."""
+    info = target.info
+    if info is None:
+        return config
+    model = config.model
+    if model is None:
+        first = next(generators.iter_requests(dataset.path), None)
+        dataset_model = first[1].get("model") if first else None
+        if dataset_model not in info.models:
+            model = choose_model(info, None)
+            console.say(f"model {model} (the one {info.url} serves)")
+    if model != config.model:
+        config = replace(config, model=model)
+        run_dir.update_manifest(scale=_stored(config))
+    from harness.driver.limits import check_context
+
+    assert config.n is not None
+    requests = itertools.islice(
+        generators.iter_requests(dataset.path, model=model, max_tokens=config.max_tokens),
+        config.n,
+    )
+    check = check_context(info, model or "", requests)
+    if check is None:
+        console.say("max_model_len: unknown (the target does not say); prompts not checked")
+        return config
+    run_dir.event("context_check", **asdict(check))
+    console.say(check.line())
+    if check.exceeding == check.requests:
+        raise UserError(f"no request fits the model's context: {check.line()}")
+    return config
 
 
 def _admin_inject(url: str, run_dir: RunDir) -> Callable[[], None] | None:

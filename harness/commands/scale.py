@@ -18,7 +18,10 @@ def register(subparsers: Any) -> None:
         description="Generate (or reuse) a batch, push every request through a server as "
         "production does (client-side or the Batch API), sample memory, inject OOM kills, "
         "verify each candidate has exactly one result, and write a run directory and report. "
-        "Without --target, a supervised reference server is started on 127.0.0.1.",
+        "Without --target, a supervised reference server is started on 127.0.0.1; with "
+        "--serve -- COMMAND, your own server (vLLM, Ollama, llama.cpp) under the supervisor.",
+        epilog="example: harness scale --n 2000 --oom-at 30%,70% --serve -- "
+        "python -m llama_cpp.server --model tiny.gguf --port 8011",
     )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--n", type=parse_count, help="candidates to send (e.g. 10000, 170k)")
@@ -42,6 +45,24 @@ def register(subparsers: Any) -> None:
         metavar="URL",
         help="a running server (loopback only), e.g. http://127.0.0.1:11434; "
         "default: the embedded reference server",
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="start the server COMMAND given after -- under the supervisor (its URL from its "
+        "--port, or --target); --oom-at then SIGKILLs it as the kernel's OOM killer does",
+    )
+    parser.add_argument(
+        "--supervisor",
+        metavar="RUN_DIR",
+        help="with --target: the run directory of the `harness supervise` keeping it alive, so "
+        "its deaths are timed against this run's requests (and --oom-at kills through it)",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long a (re)started target may take to be ready (default 120)",
     )
     parser.add_argument("--mode", choices=MODES, default=None, help="client (default) or batch-api")
     parser.add_argument(
@@ -67,7 +88,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--cache-dir", metavar="DIR", help="generated datasets (default <runs-root>/datasets)"
     )
-    parser.add_argument("--model", help="model name to send instead of the dataset's")
+    parser.add_argument(
+        "--model",
+        help="model name to send instead of the dataset's (default with a real target: the one "
+        "it serves)",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        metavar="N",
+        help="max_tokens of every request instead of the dataset's; checked against the "
+        "target's max_model_len before sending",
+    )
     parser.add_argument(
         "--api-key-env",
         metavar="VAR",
@@ -92,10 +124,17 @@ def register(subparsers: Any) -> None:
         help="size the ladder extrapolates to (default 170k)",
     )
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="with --serve: -- COMMAND ...")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if command and not args.serve:
+        raise UserError(f"unexpected {command[0]!r}: a server command after -- needs --serve")
+    if args.serve and not command:
+        raise UserError("--serve needs the server command after --, e.g. --serve -- vllm serve M")
+    args.serve_command = tuple(command)
     if args.resume is not None:
         fixed = [
             name
@@ -109,10 +148,14 @@ def run(args: argparse.Namespace) -> int:
                 "seed",
                 "run_dir",
                 "model",
+                "max_tokens",
                 "max_failed_rate",
+                "supervisor",
             )
             if getattr(args, name) is not None
         ]
+        if args.serve:
+            fixed.append("serve")
         if fixed or args.server_arg:
             raise UserError(
                 "--resume finishes a run with its own settings; only --concurrency, --target, "
@@ -143,6 +186,10 @@ def _config(args: argparse.Namespace) -> ScaleConfig:
         "n": args.limit if args.dataset is not None else args.n,
         "mode": args.mode,
         "target": args.target,
+        "serve": args.serve_command,
+        "supervisor": args.supervisor,
+        "ready_timeout_s": args.ready_timeout,
+        "max_tokens": args.max_tokens,
         "dataset": args.dataset,
         "seed": args.seed,
         "oom_at": args.oom_at,

@@ -49,6 +49,7 @@ class BatchConfig:
     poll_max_s: float = 1.0
     max_rounds: int = 10  # batches per chunk before its still-missing ids are recorded as failed
     model: str | None = None
+    max_tokens: int | None = None
     endpoint: str = "/v1/chat/completions"
     completion_window: str = "24h"
 
@@ -435,7 +436,8 @@ class BatchApiDriver:
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
             f'filename="{name}"\r\nContent-Type: application/jsonl\r\n\r\n'
         ).encode()
-        if not chunk.written and not len(self._completed) and self.config.model is None:
+        rewrite = self.config.model is not None or self.config.max_tokens is not None
+        if not chunk.written and not len(self._completed) and not rewrite:
             for block in _blocks(self._path, chunk.start, chunk.end):
                 yield block
         else:
@@ -445,9 +447,12 @@ class BatchApiDriver:
                 custom_id = _custom_id(line)
                 if hash(custom_id) in chunk.written or custom_id in self._completed:
                     continue
-                if self.config.model is not None:
+                if rewrite:
                     request = orjson.loads(line)
-                    request["body"]["model"] = self.config.model
+                    if self.config.model is not None:
+                        request["body"]["model"] = self.config.model
+                    if self.config.max_tokens is not None:
+                        request["body"]["max_tokens"] = self.config.max_tokens
                     line = orjson.dumps(request) + b"\n"
                 out.append(line)
                 size += len(line)

@@ -25,7 +25,8 @@ from harness.driver.checkpoint import Checkpoint
 from harness.driver.degrade import Degrader
 from harness.driver.errors import (
     CONNECTION,
-    HTTP_4XX,
+    ENGINE_DEAD,
+    MODEL_NOT_FOUND,
     OOM_ERROR,
     REJECTIONS_BEFORE_STOP,
     Failure,
@@ -210,7 +211,7 @@ class ClientDriver:
             ):
                 self._finish(custom_id, response, body, failure)
                 return
-            if failure.cause != CONNECTION or outage_attempts > 1:
+            if failure.cause not in (CONNECTION, ENGINE_DEAD) or outage_attempts > 1:
                 # a first death is waited out by readiness; anything else backs off
                 await asyncio.sleep(self._backoff(failure, outage_attempts + other_attempts))
 
@@ -284,13 +285,15 @@ class ClientDriver:
         """Checkpoint the final result, unless the failure says the whole run is misconfigured."""
         if failure is not None and failure.status in (401, 403):
             raise TargetRejected(failure, "check the API key (--api-key-env VAR)")
-        if failure is not None and failure.cause == HTTP_4XX and self.stats.ok == 0:
+        if failure is not None and failure.cause == MODEL_NOT_FOUND:
+            raise TargetRejected(failure, failure.hint)
+        if failure is not None and failure.rejected and self.stats.ok == 0:
             # Before any success a rejection most likely means every request will be rejected
             # (wrong model, wrong endpoint): hold the first few back and stop, so a resume after
             # the fix sends them again.
             self._held.append((custom_id, response, body, failure))
             if len(self._held) >= REJECTIONS_BEFORE_STOP:
-                raise TargetRejected(failure, "check --model and the target URL")
+                raise TargetRejected(failure, failure.hint)
             return
         self._record(custom_id, response, body, failure)
         if failure is None and self._held:

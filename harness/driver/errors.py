@@ -1,7 +1,10 @@
 """Failure causes of one request, named as requests.jsonl and the reports name them.
 
 The cause decides what the driver does next: wait for a dead target, slow down after an OOM,
-back off after a 429, retry a transient 5xx, or give up on a request the server rejects.
+back off after a 429, retry a transient 5xx, or give up on a request the server rejects. Real
+servers' own errors get their own causes, each with the hint that names its fix: vLLM's
+EngineDeadError (the engine behind a live API server died), a prompt longer than the model's
+context, a model the server does not serve, llama.cpp's busy slots and model loading.
 """
 
 from __future__ import annotations
@@ -22,10 +25,61 @@ TIMEOUT = "timeout"
 RATE_LIMITED = "rate_limited"
 HTTP_4XX = "http_4xx"
 HTTP_5XX = "http_5xx"
+ENGINE_DEAD = "engine_dead"
+CONTEXT_LENGTH = "context_length"
+MODEL_NOT_FOUND = "model_not_found"
+SLOTS_BUSY = "slots_busy"
 
-CAUSES = (OOM_ERROR, CONNECTION, TIMEOUT, RATE_LIMITED, HTTP_4XX, HTTP_5XX)
+CAUSES = (
+    OOM_ERROR,
+    CONNECTION,
+    TIMEOUT,
+    RATE_LIMITED,
+    HTTP_4XX,
+    HTTP_5XX,
+    ENGINE_DEAD,
+    CONTEXT_LENGTH,
+    MODEL_NOT_FOUND,
+    SLOTS_BUSY,
+)
 # Rejections (4xx) before any success that stop a run: the driver and Locust users alike.
 REJECTIONS_BEFORE_STOP = 8
+
+# What a stopped run tells the user to change, by the cause that stopped it.
+HINTS = {
+    CONTEXT_LENGTH: "prompt plus max_tokens is longer than the model's context: lower --max-tokens,"
+    " or serve the model with a longer one (vLLM --max-model-len, llama.cpp --n_ctx,"
+    " Ollama num_ctx)",
+    MODEL_NOT_FOUND: "the target does not serve that model: check --model, or leave it out to"
+    " use the one the target serves",
+    HTTP_4XX: "check --model and the target URL",
+}
+
+# The engine behind a live API server died: vLLM's EngineDeadError (and the Async/MQ variants of
+# older releases), its "EngineCore encountered an issue", Ollama's runner that terminated. The
+# server answers 5xx until it is restarted, exactly as if it were down.
+_ENGINE_DEAD_TEXT = re.compile(
+    rb"EngineDeadError|EngineCore encountered an issue|engine loop is not running"
+    rb"|engine is dead|died unexpectedly|llama runner process (?:has )?terminated",
+    re.IGNORECASE,
+)
+# vLLM ("maximum context length is N tokens", "longer than the maximum model length"),
+# llama-cpp-python (code context_length_exceeded) and llama.cpp's server (exceed_context_size).
+_CONTEXT_TEXT = re.compile(
+    rb"maximum context length|maximum model length|context_length_exceeded"
+    rb"|exceeds? the available context size|exceed_context_size|context window",
+    re.IGNORECASE,
+)
+# Ollama ('model "x" not found, try pulling it first'), vLLM/OpenAI ("The model `x` does not
+# exist", code model_not_found).
+_MODEL_TEXT = re.compile(
+    rb"model_not_found|model\s+\S{1,200}\s+not found|model\s+\S{1,200}\s+does not exist",
+    re.IGNORECASE,
+)
+# llama.cpp's server: every slot is taken, or the model is still loading (503 until ready).
+_SLOTS_TEXT = re.compile(
+    rb"no slot available|slot unavailable|all slots are busy|loading model", re.IGNORECASE
+)
 
 # 4xx a retry can fix: the server timed out reading, or a conflicting request finished meanwhile.
 _RETRYABLE_4XX = frozenset({408, 409, 425})
@@ -42,12 +96,26 @@ class Failure(NamedTuple):
     @property
     def target_down(self) -> bool:
         """The target died or ran out of memory: wait until it is ready again before resending."""
-        return self.cause in (OOM_ERROR, CONNECTION)
+        return self.cause in (OOM_ERROR, CONNECTION, ENGINE_DEAD)
 
     @property
     def retryable(self) -> bool:
-        """Worth sending again; False for a request the server rejected as malformed."""
+        """Worth sending again; False for a request the server rejected (malformed, too long,
+        unknown model)."""
+        if self.cause in (CONTEXT_LENGTH, MODEL_NOT_FOUND):
+            return False
         return self.cause != HTTP_4XX or self.status in _RETRYABLE_4XX
+
+    @property
+    def rejected(self) -> bool:
+        """The server refused the request itself; before any success, a sign every request will
+        be refused (wrong model, wrong endpoint, prompts too long for the model)."""
+        return self.cause in (HTTP_4XX, CONTEXT_LENGTH, MODEL_NOT_FOUND) and not self.retryable
+
+    @property
+    def hint(self) -> str:
+        """The fix to name when this failure stops a run."""
+        return HINTS.get(self.cause, HINTS[HTTP_4XX])
 
 
 def classify_response(
@@ -57,12 +125,21 @@ def classify_response(
     if 200 <= status < 300:
         return None
     message = _error_message(body)
+    head = body[:4096]
     if status == 429:
         return Failure(RATE_LIMITED, status, message, _retry_after(headers))
-    if status >= 500 and OOM_TEXT.search(body):
+    if status >= 500 and OOM_TEXT.search(head):
         return Failure(OOM_ERROR, status, message)
+    if status >= 500 and _ENGINE_DEAD_TEXT.search(head):
+        return Failure(ENGINE_DEAD, status, message)
+    if status in (500, 503) and _SLOTS_TEXT.search(head):
+        return Failure(SLOTS_BUSY, status, message, _retry_after(headers))
     if status >= 500:
         return Failure(HTTP_5XX, status, message, _retry_after(headers))
+    if status in (400, 413, 422) and _CONTEXT_TEXT.search(head):
+        return Failure(CONTEXT_LENGTH, status, message)
+    if status in (400, 404) and _MODEL_TEXT.search(head):
+        return Failure(MODEL_NOT_FOUND, status, message)
     return Failure(HTTP_4XX, status, message)
 
 
@@ -79,9 +156,11 @@ def classify_exception(exc: BaseException) -> Failure:
 
 
 def _error_message(body: bytes, limit: int = 300) -> str:
-    """The OpenAI-style error message of a body when it has one, else its start."""
+    """The OpenAI-style error message of a body (or Ollama's {"error": "..."}), else its start."""
     text = body[:4096].decode("utf-8", "replace")
-    match = re.search(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)"', text)
+    match = re.search(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)"', text) or re.search(
+        r'^\s*\{\s*"error"\s*:\s*"((?:[^"\\]|\\.)*)"', text
+    )
     return (match.group(1) if match else text.strip())[:limit]
 
 

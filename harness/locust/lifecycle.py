@@ -13,10 +13,8 @@ import os
 import shlex
 import sys
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
-import psutil
 from locust import events
 from locust.env import Environment
 from locust.exception import StopTest
@@ -38,7 +36,7 @@ from harness.locust.options import CHAOS_USER, Settings, add_arguments, wide_lis
 from harness.locust.records import RunLog
 from harness.locust.shape import LoadShape
 from harness.locust.target import EmbeddedTarget
-from harness.net import is_loopback_url
+from harness.net import is_loopback_url, listening_pid
 from harness.rundir import MANIFEST, RunDir, utc_iso
 from harness.supervision.samplers import LoadSampler, SamplerLoop, start_sampling
 from harness.supervision.supervisor import ADMIN_TOKEN_ENV
@@ -162,7 +160,7 @@ def _start_sampling(context: RunContext) -> None:
     context.sampler = start_sampling(
         context.run_dir,
         interval=interval,
-        pid=_listening_pid(host),
+        pid=listening_pid(host),
         metrics_url=_metrics_url(host),
         extra=lambda: _load_fields(context),
     )
@@ -181,18 +179,6 @@ def _load_fields(context: RunContext) -> dict[str, Any]:
         fields["workers"] = len(workers)
         fields["cpu_percent"] = max((w.cpu_usage for w in workers), default=None)
     return fields
-
-
-def _listening_pid(url: str) -> int | None:
-    """The pid of the local process listening on the URL's port, when this user may see it."""
-    port = urlsplit(url).port or (443 if url.startswith("https") else 80)
-    try:
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                return conn.pid
-    except psutil.Error:
-        return None
-    return None
 
 
 def _metrics_url(url: str) -> str | None:

@@ -132,3 +132,52 @@ def test_oom_halves_concurrency_then_a_healthy_stretch_restores_it(tmp_path, mak
     assert during and max(during) <= low
     assert max(n for t, n in arrivals if t < degraded[0]["t"]) > low  # and more before the OOM
     assert verify((f"r{i:05d}" for i in range(400)), tmp_path / "results.jsonl")["lost"] == 0
+
+
+def test_engine_dead_waits_for_readiness_without_burning_retries(tmp_path, make_server):
+    """vLLM's EngineDeadError: the API server answers 500 and its health fails until restarted."""
+    dead_body = (
+        b'{"error":{"message":"EngineCore encountered an issue. See stack trace (above) for the '
+        b'root cause.","type":"InternalServerError","param":null,"code":500}}'
+    )
+    state = {"dead": False, "polls_while_dead": 0, "dead_answers": 0}
+
+    def route(path: str, body: bytes):
+        if path.startswith("/health"):
+            if state["dead"]:
+                state["polls_while_dead"] += 1
+                state["dead"] = state["polls_while_dead"] < 5  # restarted after a few polls
+                return 500, {}, b""
+            return 200, {}, b"{}"
+        if state["dead_answers"] < 8 and (state["dead"] or state["polls_while_dead"] == 0):
+            state["dead"] = True
+            state["dead_answers"] += 1
+            return 500, {}, dead_body
+        return 200, {}, make_server.completion()
+
+    server = make_server(route)
+    # max_attempts=2 would fail a request that used its retries on the dead engine
+    stats = _drive(server.url, tmp_path, 40, concurrency=4, max_attempts=2, health_url=server.url)
+    assert (stats.ok, stats.failed) == (40, 0)
+    assert stats.failures["engine_dead"] >= 1 and stats.outages >= 1
+    events = [e["kind"] for e in read_jsonl(tmp_path / "events.jsonl")]
+    assert "target_down" in events and "target_ready" in events
+
+
+def test_prompts_too_long_for_the_model_stop_the_run_with_the_fix(tmp_path, make_server):
+    body = (
+        b'{"object":"error","message":"This model\'s maximum context length is 512 tokens. '
+        b'However, you requested 900 tokens.","type":"BadRequestError","param":null,"code":400}'
+    )
+    server = make_server(lambda path, _: (400, {}, body))
+    with pytest.raises(TargetRejected, match=r"maximum context length.*lower --max-tokens"):
+        _drive(server.url, tmp_path, 100, concurrency=4, health_url=server.url)
+    assert not list(read_ids(tmp_path / "results.jsonl"))
+
+
+def test_a_model_the_server_lacks_stops_at_the_first_answer(tmp_path, make_server):
+    body = b'{"error":"model \\"llama3\\" not found, try pulling it first"}'
+    server = make_server(lambda path, _: (404, {}, body))
+    with pytest.raises(TargetRejected, match=r"llama3.* not found.*check --model"):
+        _drive(server.url, tmp_path, 100, concurrency=1, health_url=server.url)
+    assert len(list(read_jsonl(tmp_path / "requests.jsonl"))) == 1

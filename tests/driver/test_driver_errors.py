@@ -76,3 +76,67 @@ def test_oom_text_in_a_4xx_is_not_an_oom():
 def test_programming_errors_are_not_swallowed():
     with pytest.raises(TypeError):
         classify_exception(KeyError("custom_id"))
+
+
+# Bodies as the real servers write them (vLLM 0.6-0.11, Ollama 0.3-0.12, llama.cpp's server and
+# llama-cpp-python), each answered over real HTTP by the tiny server.
+_REAL_ERRORS = [
+    (
+        400,
+        b'{"object":"error","message":"This model\'s maximum context length is 2048 tokens. '
+        b"However, you requested 2100 tokens (1800 in the messages, 300 in the completion). "
+        b'Please reduce the length of the messages or completion.","type":"BadRequestError",'
+        b'"param":null,"code":400}',
+        "context_length",
+    ),
+    (
+        400,
+        b'{"error":{"code":400,"message":"the request exceeds the available context size, try '
+        b'increasing it","type":"exceed_context_size_error","n_prompt_tokens":600,"n_ctx":512}}',
+        "context_length",
+    ),
+    (
+        400,
+        b'{"error":{"message":"Requested tokens (700) exceed context window of 512",'
+        b'"type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}',
+        "context_length",
+    ),
+    (404, b'{"error":"model \\"llama3\\" not found, try pulling it first"}', "model_not_found"),
+    (
+        404,
+        b'{"object":"error","message":"The model `gpt-4` does not exist.",'
+        b'"type":"NotFoundError","param":null,"code":404}',
+        "model_not_found",
+    ),
+    (
+        500,
+        b'{"error":{"message":"EngineCore encountered an issue. See stack trace (above) for the '
+        b'root cause.","type":"InternalServerError","param":null,"code":500}}',
+        "engine_dead",
+    ),
+    (500, b'{"error":"llama runner process has terminated: signal: killed"}', "engine_dead"),
+    (
+        503,
+        b'{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}',
+        "slots_busy",
+    ),
+    (503, b'{"error":{"message":"no slot available","type":"unavailable_error"}}', "slots_busy"),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "cause"), _REAL_ERRORS)
+def test_real_servers_errors_get_their_own_cause(make_server, status, body, cause):
+    server = make_server(lambda path, _: (status, {}, body))
+    failure = _outcome(server.url + "/v1/chat/completions")
+    assert (failure.cause, failure.status) == (cause, status)
+    assert "{" not in failure.message  # the message itself, not the JSON around it
+    assert failure.target_down == (cause == "engine_dead")
+    assert failure.retryable == (cause in ("engine_dead", "slots_busy"))
+
+
+def test_a_too_long_context_names_the_fix_not_the_model():
+    from harness.driver.errors import Failure
+
+    hint = Failure("context_length", 400, "too long").hint
+    assert "--max-tokens" in hint and "max-model-len" in hint and "--model" not in hint
+    assert "--model" in Failure("http_4xx", 400, "x").hint
