@@ -8,7 +8,15 @@ from generators.archive import ARCHIVE_NAME, PRESETS, dataset_manifest, write_ar
 from generators.candidates import DEFAULT_AS_OF, candidate, iter_candidates
 from generators.jobs import job
 from generators.prompts import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, chat_messages, system_prompt
-from generators.readers import DatasetError, detect_format, iter_requests, read_header
+from generators.readers import (
+    DatasetError,
+    detect_format,
+    iter_records,
+    iter_requests,
+    open_dataset,
+    read_header,
+    split_member,
+)
 from generators.readers import iter_candidates as read_candidates
 from generators.schema import SCHEMA_VERSION, schema, validator
 from generators.validate import ValidationReport, validate_file
@@ -42,11 +50,14 @@ __all__ = [
     "default_filename",
     "detect_format",
     "iter_candidates",
+    "iter_records",
     "iter_requests",
     "job",
+    "open_dataset",
     "read_candidates",
     "read_header",
     "schema",
+    "split_member",
     "system_prompt",
     "validate_file",
     "validator",

@@ -61,9 +61,15 @@ class BatchLineEncoder:
     """Encodes OpenAI Batch API request lines; the system message is encoded once per batch."""
 
     def __init__(
-        self, job: dict[str, Any], model: str = DEFAULT_MODEL, max_tokens: int = DEFAULT_MAX_TOKENS
+        self,
+        job: dict[str, Any],
+        model: str = DEFAULT_MODEL,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        system: str | None = None,
     ) -> None:
-        system = orjson.dumps({"role": "system", "content": system_prompt(job)})
+        """system, when given, is the system message as is (e.g. a learned sample's own)."""
+        content = system if system is not None else system_prompt(job)
+        system = orjson.dumps({"role": "system", "content": content})
         settings = orjson.dumps(
             {
                 "model": model,

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
-import multiprocessing
 import os
-from collections import deque
-from collections.abc import Callable, Iterator
+from array import array
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import orjson
 
-from generators.readers import detect_format, iter_candidates, read_header
-from generators.schema import validator
+from generators.readers import (
+    _holds_requests,
+    detect_format,
+    iter_records,
+    read_header,
+    split_member,
+)
+from generators.schema import schema, validator
 
-_CHUNK = 256
+_PROGRESS_EVERY = 256
 
 
 @dataclass
@@ -28,7 +36,7 @@ class ValidationReport:
     format: str
     file_bytes: int
     count: int = 0
-    sizes: list[int] = field(default_factory=list, repr=False)
+    sizes: Counter[int] = field(default_factory=Counter, repr=False)  # bytes -> records
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
     duplicate_ids: int = 0
@@ -43,32 +51,47 @@ class ValidationReport:
         """Mean, spread and percentiles of compact-JSON bytes per candidate."""
         if not self.sizes:
             return {}
-        ordered = sorted(self.sizes)
-        mean = sum(ordered) / len(ordered)
-        variance = sum((s - mean) ** 2 for s in ordered) / len(ordered)
+        ordered = sorted(self.sizes.items())
+        total = sum(self.sizes.values())
+        mean = sum(s * k for s, k in ordered) / total
+        variance = sum(k * (s - mean) ** 2 for s, k in ordered) / total
         return {
             "mean": mean,
             "stdev": math.sqrt(variance),
-            "min": ordered[0],
-            "p50": ordered[len(ordered) // 2],
-            "p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))],
-            "max": ordered[-1],
+            "min": ordered[0][0],
+            "p50": _rank(ordered, total // 2),
+            "p95": _rank(ordered, min(total - 1, int(total * 0.95))),
+            "max": ordered[-1][0],
         }
 
 
-def _check_chunk(definition: str, records: list[tuple[int, Any]]) -> list[tuple[int, int, str]]:
-    """(index, bytes, error or "") for each record of a chunk (runs in a worker)."""
-    check = validator(definition)
-    results = []
-    for index, record in records:
-        size = len(orjson.dumps(record))
-        errors = sorted(check.iter_errors(record), key=lambda e: list(e.absolute_path))
-        message = ""
-        if errors:
-            where = "/".join(str(p) for p in errors[0].absolute_path) or "(record)"
-            message = f"{where}: {errors[0].message[:200]}"
-        results.append((index, size, message))
-    return results
+def _rank(ordered: list[tuple[int, int]], rank: int) -> int:
+    """The size at 0-based rank of the sorted sizes, from (size, count) pairs."""
+    seen = 0
+    for size, count in ordered:
+        seen += count
+        if seen > rank:
+            return size
+    return ordered[-1][0]
+
+
+@functools.lru_cache(maxsize=4)
+def _fast_validator(definition: str) -> jsonschema_rs.Validator:
+    """The same $def compiled by jsonschema-rs: ~200x faster than jsonschema on our records."""
+    document = schema()
+    target = {"$ref": f"#/$defs/{definition}", "$defs": document["$defs"]}
+    return jsonschema_rs.Draft202012Validator(target, validate_formats=True)
+
+
+def _first_error(definition: str, record: Any) -> str:
+    """The error a person reads: jsonschema's (sorted by path), else jsonschema-rs's."""
+    errors = sorted(validator(definition).iter_errors(record), key=lambda e: list(e.absolute_path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path) or "(record)"
+        return f"{where}: {errors[0].message[:200]}"
+    error = next(_fast_validator(definition).iter_errors(record))
+    where = "/".join(str(p) for p in error.instance_path) or "(record)"
+    return f"{where}: {error.message[:200]}"
 
 
 def validate_file(
@@ -78,86 +101,66 @@ def validate_file(
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> ValidationReport:
-    """Validate every record of a dataset file against the v1 schema, streaming."""
-    path = Path(path)
+    """Validate every record of a dataset file against the v1 schema, streaming.
+
+    Memory is flat in N but for 20 bytes a record (two hashes and a size). `workers` is
+    accepted for compatibility: validation is cheaper than handing records to another process.
+    """
+    del workers
     fmt = detect_format(path)
-    report = ValidationReport(path, fmt, path.stat().st_size)
+    file, _ = split_member(path)
+    report = ValidationReport(Path(path), fmt, file.stat().st_size)
     if fmt == "json":
         header = read_header(path)
         header.pop("candidates", None)
         for error in validator("batch_header").iter_errors(header):
             report.error_count += 1
             report.errors.append(f"header: {error.message[:200]}")
-    records: Iterator[tuple[int, Any]]
-    definition = "openai_batch_request" if fmt == "openai-batch" else "candidate"
-    if fmt == "openai-batch":
-        records = enumerate(_raw_lines(path))
-    else:
-        records = enumerate(iter_candidates(path))
-    seen_ids: set[int] = set()
-    seen_emails: set[int] = set()
-    for chunk, results in _checked_chunks(definition, records, workers):
-        for (index, size, message), (_, record) in zip(results, chunk, strict=True):
-            report.count += 1
-            report.sizes.append(size)
-            if message:
-                report.error_count += 1
-                if len(report.errors) < max_errors:
-                    report.errors.append(f"record {index} ({_record_id(record)}): {message}")
-            _count_duplicates(report, record, seen_ids, seen_emails)
-        if progress is not None:
-            progress(len(chunk))
+    requests = fmt == "openai-batch" or (fmt == "json-array" and _holds_requests(path))
+    definition = "openai_batch_request" if requests else "candidate"
+    is_valid = _fast_validator(definition).is_valid
+    ids, emails = array("q"), array("q")
+    done = 0
+    for index, record in enumerate(iter_records(path)):
+        report.count += 1
+        report.sizes[len(orjson.dumps(record))] += 1
+        if not is_valid(record):
+            report.error_count += 1
+            if len(report.errors) < max_errors:
+                message = _first_error(definition, record)
+                report.errors.append(f"record {index} ({_record_id(record)}): {message}")
+        _note_keys(record, ids, emails)
+        done += 1
+        if progress is not None and done == _PROGRESS_EVERY:
+            progress(done)
+            done = 0
+    if progress is not None and done:
+        progress(done)
+    report.duplicate_ids = _duplicates(ids)
+    report.duplicate_emails = _duplicates(emails)
     return report
 
 
-def _raw_lines(path: Path) -> Iterator[Any]:
-    with open(path, "rb") as handle:
-        for line in handle:
-            if line.strip():
-                yield orjson.loads(line)
-
-
-def _checked_chunks(definition: str, records: Iterator[tuple[int, Any]], workers: int):
-    chunks = iter(lambda: list(islice(records, _CHUNK)), [])
-    if workers <= 1:
-        for chunk in chunks:
-            yield chunk, _check_chunk(definition, chunk)
+def _note_keys(record: Any, ids: array, emails: array) -> None:
+    if not isinstance(record, dict):
         return
-    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(workers) as pool:
-        pending: deque = deque()
-        for chunk in chunks:
-            pending.append((chunk, pool.apply_async(_check_chunk, (definition, chunk))))
-            if len(pending) >= 2 * workers:
-                done_chunk, result = pending.popleft()
-                yield done_chunk, result.get()
-        while pending:
-            done_chunk, result = pending.popleft()
-            yield done_chunk, result.get()
+    if "custom_id" in record:
+        ids.append(hash(record["custom_id"]))
+        return
+    ids.append(hash(record.get("id")))
+    contact = record.get("contact")
+    email = contact.get("email") if isinstance(contact, dict) else None
+    if email is not None:
+        emails.append(hash(email))
+
+
+def _duplicates(hashes: array) -> int:
+    """How many entries repeat an earlier one (hashes kept in 8 bytes each, not in a set)."""
+    ordered = sorted(hashes)
+    return sum(1 for a, b in itertools.pairwise(ordered) if a == b)
 
 
 def _record_id(record: Any) -> str:
     if isinstance(record, dict):
         return str(record.get("custom_id") or record.get("id") or "?")
     return "?"
-
-
-def _count_duplicates(
-    report: ValidationReport, record: Any, seen_ids: set[int], seen_emails: set[int]
-) -> None:
-    if not isinstance(record, dict):
-        return
-    if "custom_id" in record:
-        key = hash(record["custom_id"])
-        email = None
-    else:
-        key = hash(record.get("id"))
-        email = (record.get("contact") or {}).get("email")
-    if key in seen_ids:
-        report.duplicate_ids += 1
-    seen_ids.add(key)
-    if email is not None:
-        email_key = hash(email)
-        if email_key in seen_emails:
-            report.duplicate_emails += 1
-        seen_emails.add(email_key)

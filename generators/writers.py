@@ -21,7 +21,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import orjson
 
@@ -62,6 +62,17 @@ class _Spec(NamedTuple):
     as_of: str
     model: str
     max_tokens: int
+    source: RecordSource | None = None  # records of another shape (gen --like), else candidates
+
+
+class RecordSource(Protocol):
+    """Records other than candidates: record i as JSON bytes, and what the header says of them."""
+
+    def build_json(self, i: int) -> bytes: ...
+
+    def header(self, n: int) -> dict: ...
+
+    def system_prompt(self) -> str: ...
 
 
 def default_filename(n: int, fmt: str) -> str:
@@ -123,12 +134,18 @@ class _ChunkRenderer:
     """Renders records into a part buffer, as they appear in the file."""
 
     def __init__(self, spec: _Spec) -> None:
-        builder = CandidateBuilder(spec.seed, spec.locale, spec.as_of)
-        self._build = builder.build_json
+        source = spec.source
+        if source is None:
+            self._build = CandidateBuilder(spec.seed, spec.locale, spec.as_of).build_json
+        else:
+            self._build = source.build_json
         self._fmt = spec.fmt
         if spec.fmt == "openai-batch":
             self._encoder = BatchLineEncoder(
-                job(spec.seed, spec.locale), spec.model, spec.max_tokens
+                job(spec.seed, spec.locale),
+                spec.model,
+                spec.max_tokens,
+                system=None if source is None else source.system_prompt(),
             )
 
     def render(self, buffer: mmap.mmap, start: int, stop: int) -> tuple[int, int]:
@@ -175,14 +192,18 @@ def write_dataset(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     chunk_size: int = CHUNK_SIZE,
     progress: Callable[[int], None] | None = None,
+    source: RecordSource | None = None,
 ) -> DatasetInfo:
-    """Write n candidates to path atomically; progress(k) is called with each chunk's count."""
+    """Write n candidates (or source's records) to path atomically; progress(k) is called with
+    each chunk's count."""
     check_params(n, fmt, locale, as_of)
     if workers < 1:
         raise GenerationError(f"--workers must be at least 1, got {workers}")
     path = Path(path)
-    spec = _Spec(fmt, seed, locale, as_of, model, max_tokens)
+    spec = _Spec(fmt, seed, locale, as_of, model, max_tokens, source)
     header = batch_header(n, seed, locale, as_of, model, max_tokens)
+    if source is not None:
+        header = {**header, **source.header(n)}
     renderer = _renderer(spec)  # build the tables before forking, so workers inherit them
     head = orjson.dumps(header)[:-1] + b',"candidates":[' if fmt == "json" else b""
     tail = b"]}\n" if fmt == "json" else b""
@@ -226,6 +247,13 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
     """Where a candidates .jsonl keeps its batch header (job, model, seed)."""
     path = Path(path)
     return path.with_name(path.name.removesuffix(".jsonl") + ".meta.json")
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write a small file atomically (temp file beside it, then renamed)."""
+    with _AtomicFile(Path(path)) as out:
+        out.pwrite(data, 0)
+        out.size = len(data)
 
 
 def _write_sidecar(path: Path, header: dict) -> None:

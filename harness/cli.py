@@ -16,6 +16,8 @@ from harness.errors import UserError
 # Each module defines register(subparsers), which adds its parser and sets `handler`.
 _COMMAND_MODULES = {
     "gen": "harness.commands.gen",
+    "learn": "harness.commands.learn",
+    "capture": "harness.commands.capture",
     "validate": "harness.commands.validate",
     "serve": "harness.commands.serve",
     "supervise": "harness.commands.supervise",

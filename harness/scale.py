@@ -303,7 +303,7 @@ def _new_run_path(config: ScaleConfig) -> Path:
 
 def _dataset(config: ScaleConfig, console: _Console) -> Dataset:
     if config.dataset is not None:
-        return from_file(config.dataset)
+        return from_file(config.dataset, limit=config.n)  # --limit N reads N records, no more
     assert config.n is not None
     cache = Path(config.cache_dir or Path(config.runs_root) / "datasets")
     started = time.monotonic()

@@ -33,6 +33,7 @@ class BatchJobUser(LLMUser):
     """Submits one batch of --batch-size candidate evaluations at a time and checks every result."""
 
     weight = 1
+    api = "openai"  # the Batch API is OpenAI's
     job_timeout_s = 600.0
     poll_first_s = 0.2
     poll_max_s = 5.0

@@ -9,6 +9,7 @@ from pathlib import Path
 from harness.errors import UserError
 from harness.rundir import RunDir
 from harness.supervision.chaos import FAULTS, MAX_INJECTIONS, run_chaos
+from harness.supervision.victim import DEFAULT_VICTIM, parse_victim
 from harness.units import parse_duration
 
 
@@ -37,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--admin-token", help="the reference server's admin token (default: $HARNESS_ADMIN_TOKEN)"
     )
+    parser.add_argument(
+        "--victim",
+        default=DEFAULT_VICTIM,
+        help="whom a kill hits: largest (max oom_score in the tree, as the kernel's OOM killer), "
+        f"leader, or a pid ({DEFAULT_VICTIM})",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         seconds=parse_duration(args.seconds, "--seconds"),
         error_rate=args.rate,
         admin_token=args.admin_token,
+        victim=parse_victim(args.victim),
     )
     print(f"harness: chaos: {len(injected)} of {args.count} injections done", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ from harness.errors import UserError
 from harness.progress import progress_bar
 
 _SUFFIXES = {"k": 1_000, "m": 1_000_000}
+DEFAULT_DIR = Path("runs") / "datasets"  # git-ignored, beside the runs that use them
 
 
 def parse_count(text: str) -> int:
@@ -50,12 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out",
         help="output file (single --n) or directory (presets, or an existing directory); "
-        "default: candidates-batch-N.<ext> here, presets in ./inference-test-data/",
+        f"default: {DEFAULT_DIR}/candidates-batch-N.<ext>, presets in {DEFAULT_DIR}/",
     )
     parser.add_argument(
         "--workers", type=int, default=0, help="worker processes (default: one per CPU core)"
     )
-    parser.add_argument("--locale", default="en_US", help="Faker locale (default en_US)")
+    parser.add_argument("--locale", help="Faker locale (default en_US; with --like, the sample's)")
     parser.add_argument(
         "--as-of",
         default=generators.DEFAULT_AS_OF,
@@ -63,6 +64,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", default=generators.DEFAULT_MODEL, help="model name in requests")
     parser.add_argument("--max-tokens", type=int, default=generators.DEFAULT_MAX_TOKENS)
+    parser.add_argument(
+        "--like",
+        metavar="PROFILE|SAMPLE",
+        help="records shaped like a profile from `harness learn`, or like a sample file "
+        "(learned on the fly, with a privacy report); see docs/generators.md",
+    )
+    parser.add_argument(
+        "--schema", metavar="FILE", help="with --like: check every record against this JSON Schema"
+    )
     parser.add_argument(
         "--archive",
         action="store_true",
@@ -80,12 +90,12 @@ def _targets(args: argparse.Namespace) -> tuple[Path, list[tuple[int, Path]]]:
     counts = generators.PRESETS[args.preset] if args.preset else (args.n,)
     out = Path(args.out) if args.out else None
     if args.preset or (out is not None and out.is_dir()):
-        directory = out or Path("inference-test-data")
+        directory = out or DEFAULT_DIR
         if directory.exists() and not directory.is_dir():
             raise UserError(f"--out {directory} is a file; presets need a directory")
         paths = [directory / generators.default_filename(n, args.format) for n in counts]
         return directory, list(zip(counts, paths, strict=True))
-    path = out or Path(generators.default_filename(args.n, args.format))
+    path = out or DEFAULT_DIR / generators.default_filename(args.n, args.format)
     return path.parent, [(args.n, path)]
 
 
@@ -98,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     if workers < 0:
         raise UserError(f"--workers must be 1 or more (0 = one per core), got {args.workers}")
     directory, targets = _targets(args)
+    like = like_source(args) if args.like else None
+    args.locale = args.locale or (like.builder.locale if like else "en_US")
     datasets = []
     for n, path in targets:
         started = time.perf_counter()
@@ -114,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
                     model=args.model,
                     max_tokens=args.max_tokens,
                     progress=advance,
+                    source=like.builder if like else None,
                 )
         except generators.GenerationError as exc:
             raise UserError(str(exc)) from None
@@ -124,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
             f"({info.bytes / info.count / 1000:.2f} KB each) in {elapsed:.1f} s "
             f"({info.count / elapsed:,.0f}/s), sha256 {info.sha256[:16]}"
         )
+        if like is not None:
+            like.check(info)
     if args.archive:
         manifest = generators.dataset_manifest(datasets, as_of=args.as_of, model=args.model)
         started = time.perf_counter()
@@ -137,3 +152,10 @@ def run(args: argparse.Namespace) -> int:
             f"sha256 {digest[:16]}"
         )
     return 0
+
+
+def like_source(args: argparse.Namespace):
+    """The --like records: from a profile file, or learned from a sample there and then."""
+    from harness.commands.like import LikeSource
+
+    return LikeSource.open(args.like, seed=args.seed, locale=args.locale, schema=args.schema)

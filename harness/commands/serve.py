@@ -6,8 +6,12 @@ import argparse
 import ipaddress
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import UserError
+
+if TYPE_CHECKING:
+    from harness.server.config import ConnectionLimits
 
 _GIB = 1024**3
 
@@ -101,6 +105,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add("--max-body-mb", type=float, default=32, help="JSON body limit in MiB (default 32)")
     add("--max-file-mb", type=float, default=8192, help="upload limit in MiB (default 8192)")
+    add(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open connections at most (idle ones are closed first, then 503; "
+        "default 4096, lowered to fit ulimit -n)",
+    )
+    add(
+        "--timeout-keep-alive",
+        type=float,
+        default=None,
+        metavar="S",
+        help="close a connection idle this long after a response (default 5)",
+    )
+    add(
+        "--header-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="a request head must arrive within this (default 10; else 408)",
+    )
+    add(
+        "--body-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="a body gets this long plus 1 s per 64 KiB received (default 30; else 408)",
+    )
+    add(
+        "--batch-window-seconds",
+        type=float,
+        default=24 * 3600.0,
+        metavar="S",
+        help="how long a batch's '24h' completion window lasts here (default 86400; "
+        "shorter to test expiry)",
+    )
     add("--seed", type=int, default=0, help="seed of the injected error-rate fault")
     add("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     add("--access-log", action="store_true", help="log every request (slower)")
@@ -134,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--host-memory-ratio must be positive, e.g. 0.0625")
     if args.load_time < 0 or args.trim_every < 0 or not 0 <= args.port <= 65535:
         raise UserError("--load-time and --trim-every must not be negative; --port is 0-65535")
+    if not args.batch_window_seconds > 0:
+        raise UserError("--batch-window-seconds must be positive, e.g. 86400")
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -155,9 +198,27 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * MiB),
         max_file_bytes=int(args.max_file_mb * MiB),
         seed=args.seed,
+        limits=_limits(args),
+        batch_window_s=args.batch_window_seconds,
     )
     serve(config, log_level=args.log_level, access_log=args.access_log)
     return 0
+
+
+def _limits(args: argparse.Namespace) -> ConnectionLimits:
+    """ConnectionLimits' defaults, with the flags given on top."""
+    from harness.server.config import ConnectionLimits
+
+    chosen = {
+        "max_connections": args.max_connections,
+        "keep_alive_s": args.timeout_keep_alive,
+        "header_timeout_s": args.header_timeout,
+        "body_timeout_s": args.body_timeout,
+    }
+    chosen = {k: v for k, v in chosen.items() if v is not None}
+    if any(not v > 0 for v in chosen.values()):
+        raise UserError("--max-connections and the --*-timeout flags must be positive")
+    return ConnectionLimits(**chosen)
 
 
 def _pair(text: str) -> tuple[str, str]:

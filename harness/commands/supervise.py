@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from harness.errors import UserError
 from harness.net import require_loopback_url, url_origin
 from harness.rundir import MANIFEST, RunDir, utc_iso
+from harness.supervision.redact import redact_command
 from harness.supervision.samplers import start_sampling
 from harness.supervision.supervisor import Supervisor
 from harness.units import parse_bytes, parse_duration
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     )
     _manifest(run_dir, command, args)
     print(
-        f"harness: supervising {command[0]} in {run_dir.path} (its output: "
+        f"harness: supervising {program_name(command)} in {run_dir.path} (its output: "
         f"{supervisor.log_path}); Ctrl-C stops it",
         file=sys.stderr,
     )
@@ -128,15 +130,28 @@ def run(args: argparse.Namespace) -> int:
     return _exit_code(supervisor.last_exit)
 
 
+def program_name(command: list[str]) -> str:
+    """The program a command runs: past `env`, its options and NAME=value assignments."""
+    words = list(command)
+    if words and os.path.basename(words[0]) == "env":
+        words = words[1:]
+        while words and (words[0].startswith("-") or "=" in words[0]):
+            takes_value = words[0] in ("-u", "--unset", "-C", "--chdir")
+            words = words[2:] if takes_value else words[1:]
+    return os.path.basename(words[0]) if words else command[0]
+
+
 def _manifest(run_dir: RunDir, command: list[str], args: argparse.Namespace) -> None:
     """Start the manifest, or add to the one a driver or scenario already wrote here."""
     fields = {
-        "supervised_command": command,
+        "supervised_command": redact_command(command),
         "supervisor": {"health_url": args.health, "memory_limit": args.memory_limit},
     }
     if run_dir.read_json(MANIFEST) is None:
         run_dir.write_manifest(
-            target_url=url_origin(args.health) if args.health else None, **fields
+            command=redact_command(sys.argv),
+            target_url=url_origin(args.health) if args.health else None,
+            **fields,
         )
     else:
         run_dir.update_manifest(**fields)

@@ -18,17 +18,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Stream a dataset (json, jsonl or openai-batch) through the v1 schema; "
         "print the count, bytes per candidate and the first errors. Exit 1 if any.",
     )
-    parser.add_argument("file", type=Path, help="dataset file")
+    parser.add_argument(
+        "file",
+        type=Path,
+        help="dataset file (.json, .jsonl, .openai-batch.jsonl, any of them .gz, "
+        "or ARCHIVE.tar.gz:MEMBER)",
+    )
     parser.add_argument("--max-errors", type=int, default=10, help="errors to print (default 10)")
     parser.add_argument(
-        "--workers", type=int, default=0, help="worker processes (default: one per CPU core)"
+        "--workers",
+        type=int,
+        default=0,
+        help="accepted for compatibility; validation streams in one process",
     )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     path: Path = args.file
-    if not path.is_file():
+    if not generators.split_member(path)[0].is_file():
         raise UserError(f"{path} is not a file: give the path of a dataset written by harness gen")
     workers = args.workers or min(os.cpu_count() or 1, 8)
     header_count = None

@@ -28,6 +28,7 @@ from harness.driver.errors import (
     ENGINE_DEAD,
     MODEL_NOT_FOUND,
     OOM_ERROR,
+    REJECTIONS_BEFORE_STOP,
     Failure,
     classify_exception,
     classify_response,
@@ -38,7 +39,6 @@ from harness.rundir import REQUESTS, RunDir
 
 Request = tuple[str, dict[str, Any]]
 _SHARD = 8  # connections per AsyncClient
-_REJECTIONS_BEFORE_STOP = 8
 
 
 @dataclass
@@ -292,7 +292,7 @@ class ClientDriver:
             # (wrong model, wrong endpoint): hold the first few back and stop, so a resume after
             # the fix sends them again.
             self._held.append((custom_id, response, body, failure))
-            if len(self._held) >= _REJECTIONS_BEFORE_STOP:
+            if len(self._held) >= REJECTIONS_BEFORE_STOP:
                 raise TargetRejected(failure, failure.hint)
             return
         self._record(custom_id, response, body, failure)

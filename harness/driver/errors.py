@@ -42,6 +42,8 @@ CAUSES = (
     MODEL_NOT_FOUND,
     SLOTS_BUSY,
 )
+# Rejections (4xx) before any success that stop a run: the driver and Locust users alike.
+REJECTIONS_BEFORE_STOP = 8
 
 # What a stopped run tells the user to change, by the cause that stopped it.
 HINTS = {

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from harness.driver.errors import REJECTIONS_BEFORE_STOP, Failure
 from harness.locust.options import Settings
 from harness.locust.prompts import PromptSource, dataset_source, generated_source
 from harness.locust.records import RunLog
@@ -35,6 +36,21 @@ class RunContext:
     sampler: SamplerLoop | None = None
     _prompts: PromptSource | None = None
     _prompts_key: tuple[Any, ...] | None = field(default=None, repr=False)
+    _succeeded: bool = False
+    _rejections: int = 0
+
+    def misconfigured(self, failure: Failure | None) -> bool:
+        """True once the target rejected REJECTIONS_BEFORE_STOP requests (4xx) before any
+        success: every request would be (wrong API, model or URL), so stop instead of flooding."""
+        if failure is None:
+            self._succeeded = True
+            return False
+        if self._succeeded or failure.status is None or not 400 <= failure.status < 500:
+            return False
+        if failure.status == 429:
+            return False
+        self._rejections += 1
+        return self._rejections >= REJECTIONS_BEFORE_STOP
 
     @property
     def is_worker(self) -> bool:

@@ -32,7 +32,7 @@ from harness.locust.context import (
     run_context,
 )
 from harness.locust.curves import DEFAULT_RUN_TIME_S
-from harness.locust.options import CHAOS_USER, Settings, add_arguments
+from harness.locust.options import CHAOS_USER, Settings, add_arguments, wide_listeners
 from harness.locust.records import RunLog
 from harness.locust.shape import LoadShape
 from harness.locust.target import EmbeddedTarget
@@ -54,6 +54,8 @@ def _on_init(environment: Environment, **_: Any) -> None:
     options = environment.parsed_options
     if context.is_worker or options is None:
         return
+    for warning in wide_listeners(options):
+        logger.warning(warning)
     _bound_the_load(environment)
     run_dir = RunDir(options.run_dir) if options.run_dir else RunDir.create("runs", prefix="locust")
     options.run_dir = str(run_dir.path)
@@ -137,7 +139,7 @@ def _prepare(context: RunContext) -> None:
                 f"host {environment.host!r} is not a loopback http(s) URL; the harness only sends "
                 "load to this machine (use http://127.0.0.1:PORT)"
             )
-        _check_model(context)
+        _check_target(context)
     if not context.is_master:
         try:
             context.prepare_prompts()
@@ -192,32 +194,69 @@ def _metrics_url(url: str) -> str | None:
     return metrics if ok else None
 
 
-def _check_model(context: RunContext) -> None:
-    """Stop before the load when the target does not serve the model the requests will name."""
+def _check_target(context: RunContext) -> None:
+    """Stop before the load when the target is down, does not speak the users' protocol, or
+    does not serve the model the requests will name."""
+    environment = context.environment
     settings = context.settings
+    host = environment.host.rstrip("/")
+    openai, ollama = _probe(f"{host}/v1/models"), _probe(f"{host}/api/tags")
+    if isinstance(openai, httpx.TransportError) and isinstance(ollama, httpx.TransportError):
+        raise UserError(
+            f"{host} does not answer ({type(openai).__name__}: {openai}); start the server or "
+            "fix --host"
+        )
+    apis = {getattr(user, "api", None) or settings.api for user in environment.user_classes}
+    if "ollama" in apis and not isinstance(ollama, dict):
+        raise UserError(
+            f"{host} has no Ollama API (GET /api/tags: {_answer(ollama)}); for an "
+            "OpenAI-compatible server use --api openai with ChatUser or StreamingChatUser"
+        )
+    if "openai" in apis and not isinstance(openai, dict) and isinstance(ollama, dict):
+        raise UserError(
+            f"{host} looks like Ollama without the OpenAI API (GET /v1/models: "
+            f"{_answer(openai)}); use --api ollama"
+        )
+    try:
+        if isinstance(openai, dict):
+            served = [m["id"] for m in openai["data"]]
+        elif isinstance(ollama, dict):
+            served = [m["name"] for m in ollama["models"]]
+        else:
+            served = []
+    except (KeyError, TypeError):
+        served = []
+    if not served:
+        logger.info(f"{host} lists no models (/v1/models, /api/tags): model not checked")
+        return
     model = settings.model
     if model is None and settings.dataset:
         model = next(generators.iter_requests(settings.dataset), ("", {}))[1].get("model")
     model = model or generators.DEFAULT_MODEL
-    host = context.environment.host.rstrip("/")
-    try:
-        served = [m["id"] for m in _get_json(f"{host}/v1/models")["data"]]
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
-        try:  # an Ollama without the OpenAI API
-            served = [m["name"] for m in _get_json(f"{host}/api/tags")["models"]]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            logger.info(f"{host} lists no models (/v1/models, /api/tags): model not checked")
-            return
-    if served and model not in served:
+    if model not in served:
         raise UserError(
             f"{host} does not serve model {model!r}; it serves {', '.join(served)}: "
             "pass one with --model"
         )
 
 
-def _get_json(url: str) -> Any:
-    """GET a JSON document straight from the loopback target (never through an http_proxy)."""
-    return httpx.get(url, timeout=10, trust_env=False).raise_for_status().json()
+def _probe(url: str) -> Any:
+    """The JSON document at url, else its status code (an int), else the transport error;
+    straight from the loopback target, never through an http_proxy."""
+    try:
+        response = httpx.get(url, timeout=10, trust_env=False)
+    except httpx.TransportError as exc:
+        return exc
+    if response.status_code != 200:
+        return response.status_code
+    try:
+        return response.json()
+    except ValueError:
+        return response.status_code
+
+
+def _answer(probe: Any) -> str:
+    return f"HTTP {probe}" if isinstance(probe, int) else type(probe).__name__
 
 
 def _write_manifest(context: RunContext) -> None:

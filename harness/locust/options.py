@@ -20,7 +20,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.locust.curves import LOAD_SHAPES
-from harness.net import is_loopback_url
+from harness.net import LOOPBACK_HOST, is_loopback_host, is_loopback_url
 from harness.units import parse_duration
 
 APIS = ("openai", "ollama")
@@ -161,7 +161,27 @@ def add_arguments(parser: Any) -> None:
         web_ui=False,
         help="Most OOMs one test injects. Default: 10",
     )
+    # Locust binds its web UI and master port to every interface, with no authentication.
+    parser.set_defaults(web_host=LOOPBACK_HOST, master_bind_host=LOOPBACK_HOST)
     parser.parse_args = functools.partial(_parse_and_check, parser, parser.parse_args)
+
+
+def wide_listeners(options: Any) -> list[str]:
+    """Warnings for listeners a user opened beyond loopback (web UI, master port)."""
+    wide = []
+    if not getattr(options, "headless", False) and not _loopback_bind(options.web_host):
+        wide.append(f"--web-host {options.web_host or '*'}: the web UI")
+    if getattr(options, "master", False) and not _loopback_bind(options.master_bind_host):
+        wide.append(f"--master-bind-host {options.master_bind_host}: the master port")
+    return [
+        f"{what} listens beyond this machine with no authentication; anyone who reaches it "
+        "can start load. Use 127.0.0.1 unless you mean it"
+        for what in wide
+    ]
+
+
+def _loopback_bind(host: str) -> bool:
+    return host not in ("", "*") and is_loopback_host(host)
 
 
 def _parse_and_check(parser: Any, parse_args: Callable[..., Namespace], *args: Any, **kwargs: Any):
@@ -173,9 +193,28 @@ def _parse_and_check(parser: Any, parse_args: Callable[..., Namespace], *args: A
     options = parse_args(*args, **kwargs)
     try:
         check_options(options)
+        _check_user_classes(options)
     except UserError as exc:
         parser.error(str(exc))
     return options
+
+
+def _check_user_classes(options: Namespace) -> None:
+    """Name the user classes there are when one asked for is unknown (Locust only says which)."""
+    from locust import User  # under Locust only: options.py is usable without it
+
+    known: set[str] = set()
+    pending = list(User.__subclasses__())
+    while pending:
+        user = pending.pop()
+        pending.extend(user.__subclasses__())
+        if not user.abstract:
+            known.add(user.__name__)
+    unknown = [name for name in getattr(options, "user_classes", None) or () if name not in known]
+    if unknown and known:
+        raise UserError(
+            f"unknown user class {', '.join(unknown)}; the classes are {', '.join(sorted(known))}"
+        )
 
 
 def check_options(options: Namespace) -> None:

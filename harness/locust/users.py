@@ -8,12 +8,14 @@ into their stats entries directly rather than fired as request events, so Locust
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import gevent
 import orjson
 from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, FastHttpUser, ResponseContextManager
+from locust.exception import StopUser
 
 from harness.driver.errors import CONNECTION, HTTP_5XX, RATE_LIMITED, Failure
 from harness.locust import lifecycle  # noqa: F401 - registers the plugin's options and hooks
@@ -38,11 +40,14 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
 
+logger = logging.getLogger(__name__)
+
 
 class LLMUser(FastHttpUser):
     """A user that sends candidate evaluations one at a time, as a batch client does."""
 
     abstract = True
+    api: str | None = None  # the wire protocol it speaks; None: the --api option's
     concurrency = 1  # one request in flight per user
     network_timeout = 300.0  # a long answer from a loaded server is slow, not broken
     connection_timeout = 10.0
@@ -53,7 +58,7 @@ class LLMUser(FastHttpUser):
 
     def chat(self, *, stream: bool, api: str | None = None) -> None:
         """Send the next candidate evaluation and record it (stats entries, requests.jsonl)."""
-        api = api or self.run.settings.api
+        api = api or self.api or self.run.settings.api
         prompt = self.run.prompts.next()
         endpoint = ENDPOINTS[api]
         name = f"{endpoint} (stream)" if stream else endpoint
@@ -76,6 +81,8 @@ class LLMUser(FastHttpUser):
             if failure is not None:
                 response.failure(RequestFailed(failure))
         self._record(t, prompt.custom_id, name, stream, response.status_code, failure, metrics)
+        if self.run.misconfigured(failure):
+            self._stop_rejected(failure)
         self._pace(failure)
 
     def _record(
@@ -119,6 +126,16 @@ class LLMUser(FastHttpUser):
                 stats.get(name, "ITL").log(metrics.itl_mean_s * 1000, 0)
             if metrics.tokens_per_s is not None:
                 stats.get(name, "tokens/s").log(metrics.tokens_per_s, 0)
+
+    def _stop_rejected(self, failure: Failure) -> None:
+        """One line and a stop, as `harness scale` does, instead of a flood of rejections."""
+        logger.error(
+            f"{self.host} rejected every request so far ({RequestFailed(failure)}): stopping; "
+            "check --api, --model and --host"
+        )
+        self.environment.process_exit_code = 2
+        gevent.spawn(self.environment.runner.quit)
+        raise StopUser
 
     def _pace(self, failure: Failure | None) -> None:
         """After a refused connection or a 429, back off (doubling) rather than spin."""

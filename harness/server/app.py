@@ -16,7 +16,7 @@ from typing import IO, Any
 from starlette.requests import Request
 
 from harness.errors import UserError
-from harness.server import batches, faults, files, ollama_api, openai_api
+from harness.server import batches, faults, files, ollama_api, openai_api, openapi
 from harness.server.asgi import (
     Receive,
     Response,
@@ -31,7 +31,7 @@ from harness.server.config import ServerConfig
 from harness.server.faults import Faults
 from harness.server.files import FileStore
 from harness.server.metrics import CONTENT_TYPE, ServerMetrics
-from harness.server.protocol import ApiError, parse_json_object
+from harness.server.protocol import INTERNAL_ERROR, ApiError, parse_json_object
 from harness.server.simulator import Simulator
 
 log = logging.getLogger("harness.server")
@@ -80,6 +80,10 @@ async def metrics(request: Request, state: ServerState) -> Response:
     return Response(state.metrics.exposition(), headers=[(b"content-type", CONTENT_TYPE.encode())])
 
 
+async def openapi_document(request: Request, state: ServerState) -> Response:
+    return Response(openapi.BODY)
+
+
 async def get_faults(request: Request, state: ServerState) -> Response:
     _check_admin(request, state)
     return json_response({"active": state.faults.active(), "oom_mode": state.config.oom})
@@ -112,6 +116,7 @@ ROUTES = (
     ("GET", "/health", health),
     ("GET", "/health/ready", ready),
     ("GET", "/metrics", metrics),
+    ("GET", "/openapi.json", openapi_document),
     ("GET", "/admin/faults", get_faults),
     ("POST", "/admin/faults", post_faults),
     ("GET", "/v1/models", openai_api.list_models),
@@ -133,6 +138,11 @@ ROUTES = (
     ("GET", "/api/ps", ollama_api.ps),
     ("GET", "/api/version", ollama_api.version),
 )
+
+
+# Open without the API key: probes, metrics, the API description and the admin routes (which
+# have their own token).
+_OPEN_PREFIXES = ("/health", "/metrics", "/openapi.json", "/admin/")
 
 
 class HarnessApp:
@@ -158,18 +168,17 @@ class HarnessApp:
         try:
             if self.state.faults.hung:
                 await self.state.faults.wait_while_hung()
+            if self._api_key and not path.startswith(_OPEN_PREFIXES):
+                self._check_api_key(request)  # before routing: an unknown path is no hint
             handler, params, exists = self.router.match(method, path)
             if handler is None:
                 raise _not_found(method, path, exists)
-            if self._api_key and (ollama or path.startswith("/v1/")):
-                self._check_api_key(request)
             response = await handler(request, self.state, **params)
         except ApiError as error:
             response = error_response(error, ollama)
-        except Exception as exc:
-            log.exception("unhandled error on %s %s", method, path)
-            error = ApiError(500, f"Internal server error: {exc}", type="server_error")
-            response = error_response(error, ollama)
+        except Exception:
+            log.exception("unhandled error on %s %s", method, path[:200])
+            response = error_response(INTERNAL_ERROR, ollama)
         await response(scope, receive, send)
 
     def _check_api_key(self, request: Request) -> None:
@@ -213,7 +222,7 @@ def serve(config: ServerConfig, log_level: str = "warning", access_log: bool = F
     """Run the server with uvicorn (one worker) until SIGINT/SIGTERM."""
     import uvicorn
 
-    from harness.server.http import CoalescingHttpToolsProtocol
+    from harness.server.http import limited_protocol
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_data_dir(config)
@@ -225,9 +234,10 @@ def serve(config: ServerConfig, log_level: str = "warning", access_log: bool = F
             log_level=log_level,
             access_log=access_log,
             lifespan="on",
-            http=CoalescingHttpToolsProtocol,
+            http=limited_protocol(config.limits),
             loop="auto",
             timeout_graceful_shutdown=5,
+            timeout_keep_alive=config.limits.keep_alive_s,
             backlog=4096,
             server_header=False,
             # bound to loopback by default: no proxy in front whose headers need trusting

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import secrets
 import time
@@ -23,8 +24,10 @@ from starlette.requests import Request
 
 from harness.rundir import repair_jsonl, write_json_atomic
 from harness.server.asgi import Response, json_response, read_body
+from harness.server.faults import on_oom_death
 from harness.server.openai_api import run_batch_request
 from harness.server.protocol import (
+    INTERNAL_ERROR,
     ApiError,
     invalid_type,
     invalid_value,
@@ -43,8 +46,8 @@ ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 MAX_VALIDATION_ERRORS = 10
 SAVE_INTERVAL_S = 1.0
 YIELD_EVERY = 32  # zero-latency lines between yields to the event loop, so health stays live
-_WINDOW = re.compile(r"([1-9][0-9]*)([smhd])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+COMPLETION_WINDOWS = ("24h",)  # what OpenAI accepts; --batch-window-seconds says how long
+OOM_DEATHS_TO_FAIL = 2  # in flight at this many OOM deaths, the last one alone: failed as `oom`
 _EXPIRED = {
     "code": "batch_expired",
     "message": "This request could not be executed before the completion window expired.",
@@ -63,6 +66,26 @@ class BatchManager:
             record = orjson.loads(path.read_bytes())
             self._records[record["batch"]["id"]] = record
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._runs: set[_Run] = set()
+        on_oom_death(self._record_oom_death)
+
+    def _record_oom_death(self) -> None:
+        """Last words before an OOM death: count it, and which lines were in flight, per batch.
+
+        On resume the batch runs at half the concurrency per death, and a line that was in
+        flight at OOM_DEATHS_TO_FAIL deaths, the last one alone, is failed instead of retried.
+        """
+        for run in self._runs:
+            if not run.in_flight:
+                continue
+            oom = run.record.setdefault("oom", {"deaths": 0, "lines": {}})
+            oom["deaths"] += 1
+            alone = len(run.in_flight) == 1
+            for custom_id in run.in_flight:
+                line = oom["lines"].setdefault(custom_id, {"deaths": 0, "alone": False})
+                line["deaths"] += 1
+                line["alone"] = alone
+            self._save(run.record)
 
     def resume(self) -> None:
         """Start a runner for every batch a previous process left unfinished."""
@@ -106,7 +129,12 @@ class BatchManager:
                 "endpoint", f"'{endpoint}' is not supported; use one of {ENDPOINTS}."
             )
         window = _required_str(body, "completion_window")
-        window_s = _window_seconds(window)
+        if window not in COMPLETION_WINDOWS:
+            raise invalid_value(
+                "completion_window",
+                f"'{window[:40]}' is not supported; the only window is '24h', as in OpenAI's API.",
+            )
+        window_s = math.ceil(self._state.config.batch_window_s)
         metadata = _metadata(body.get("metadata"))
         input_file = self._state.files.get(input_file_id)
         if input_file["purpose"] != "batch":
@@ -145,8 +173,8 @@ class BatchManager:
             "error_file_id": self._state.files.new_id(),
             "context_id": (metadata or {}).get("context_id"),
         }
+        self._save(record)  # on disk first: a record that cannot be saved is never listed
         self._records[batch_id] = record
-        self._save(record)
         self._start(batch_id)
         return batch
 
@@ -236,12 +264,24 @@ class BatchManager:
         batch["usage"] = _usage(*tokens)
         lines = _input_lines(files.content_path(batch["input_file_id"]))
         run = _Run(self, record, lines, done)
-        with open(out_path, "ab", buffering=0) as out, open(err_path, "ab", buffering=0) as err:
-            run.out, run.err = out, err
-            workers = self._state.simulator.profile.max_num_seqs
-            await asyncio.gather(*(run.worker() for _ in range(workers)))
-            if run.expired:
-                run.expire_rest()
+        deaths = record.get("oom", {}).get("deaths", 0)
+        workers = max(1, self._state.simulator.profile.max_num_seqs >> deaths)
+        if deaths:
+            log.warning(
+                "batch %s resumes at concurrency %d after %d OOM deaths",
+                batch["id"],
+                workers,
+                deaths,
+            )
+        self._runs.add(run)
+        try:
+            with open(out_path, "ab", buffering=0) as out, open(err_path, "ab", buffering=0) as err:
+                run.out, run.err = out, err
+                await asyncio.gather(*(run.worker() for _ in range(workers)))
+                if run.expired:
+                    run.expire_rest()
+        finally:
+            self._runs.discard(run)
         if run.expired:
             self._finalize(record, "expired")
         elif batch["status"] == "in_progress":
@@ -293,6 +333,12 @@ class _Run:
         self.out: IO[bytes] | None = None
         self.err: IO[bytes] | None = None
         self.expired = False
+        self.in_flight: set[str] = set()
+        self._killers = {
+            custom_id
+            for custom_id, line in record.get("oom", {}).get("lines", {}).items()
+            if line["deaths"] >= OOM_DEATHS_TO_FAIL and line["alone"]
+        }
         self._last_save = time.monotonic()
 
     async def worker(self) -> None:
@@ -314,19 +360,22 @@ class _Run:
                 self.expired = True
                 self._write(custom_id, None, _EXPIRED)
                 return
+            if custom_id in self._killers:
+                self._write(custom_id, None, _oom_error(self.record["oom"]["lines"][custom_id]))
+                continue
             body = item.get("body")
             if context_id and isinstance(body, dict):
                 body.setdefault("context_id", context_id)
+            self.in_flight.add(custom_id)
             try:
                 response, status = await run_batch_request(state, url, body), 200
             except ApiError as error:
                 response, status = error.body(), error.status
-            except Exception as exc:
-                log.exception("batch %s: line %s failed", batch["id"], custom_id)
-                response, status = (
-                    ApiError(500, f"Internal error: {exc}", type="server_error").body(),
-                    500,
-                )
+            except Exception:
+                log.exception("batch %s: line %s failed", batch["id"], custom_id[:80])
+                response, status = INTERNAL_ERROR.body(), 500
+            finally:
+                self.in_flight.discard(custom_id)
             self._write(custom_id, {"status_code": status, "body": response}, None)
             handled += 1
             if zero_latency and handled % YIELD_EVERY == 0:
@@ -444,6 +493,17 @@ def _scan_results(out_path: Path, err_path: Path) -> tuple[set[str], int, int, t
     return done, counts[0], counts[1], (tokens[0], tokens[1])
 
 
+def _oom_error(line: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "code": "oom",
+        "message": (
+            f"The server died of out-of-memory {line['deaths']} times with this request in "
+            "flight, the last time alone; it is failed rather than retried again. Shorten it "
+            "or raise the server's memory."
+        ),
+    }
+
+
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
     return {
         "input_tokens": input_tokens,
@@ -465,15 +525,6 @@ def _required_str(body: dict[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise invalid_type(key, "a string", value)
     return value
-
-
-def _window_seconds(window: str) -> int:
-    found = _WINDOW.fullmatch(window)
-    if not found:
-        raise invalid_value(
-            "completion_window", f"'{window}' is not a duration like '24h' (units s, m, h, d)."
-        )
-    return int(found.group(1)) * _UNIT_S[found.group(2)]
 
 
 def _metadata(value: Any) -> dict[str, str] | None:

@@ -20,6 +20,20 @@ def default_data_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class ConnectionLimits:
+    """What one client connection may cost the server in bytes, headers, time and descriptors."""
+
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    body_timeout_s: float = 30.0
+    min_body_rate: int = 64 * 1024  # bytes/s a long body must keep up on top of body_timeout_s
+    max_connections: int = 4096
+    linger_s: float = 2.0  # after a 431, how long the rest of a huge head is read and dropped
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Options of one reference server; see `harness serve --help` for each."""
 
@@ -37,6 +51,8 @@ class ServerConfig:
     context: ContextPolicy = field(default_factory=ContextPolicy)
     max_body_bytes: int = 32 * MiB
     max_file_bytes: int = 8192 * MiB
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    batch_window_s: float = 24 * 3600.0  # how long the only completion window, "24h", lasts
     seed: int = 0
 
     @property

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -44,9 +45,24 @@ def cuda_oom_message(tried_bytes: int, total_bytes: int, allocated_bytes: int) -
     )
 
 
+_last_words: list[weakref.WeakMethod] = []
+
+
+def on_oom_death(hook: Callable[[], None]) -> None:
+    """Call this bound method just before an OOM death (the batches record what was in flight)."""
+    _last_words.append(weakref.WeakMethod(hook))  # type: ignore[arg-type]
+
+
 def die_of_oom(message: str) -> NoReturn:
     """Log the OOM to stderr, then die of SIGKILL (exit -9), as the kernel's OOM killer does."""
     print(f"torch.OutOfMemoryError: {message}", file=sys.stderr, flush=True)
+    for ref in _last_words:
+        hook = ref()
+        if hook is not None:
+            try:
+                hook()
+            except Exception:  # dying anyway: the death must not wait on a failed record
+                traceback.print_exc()
     os.kill(os.getpid(), signal.SIGKILL)
     raise SystemExit(-signal.SIGKILL)  # not reached: SIGKILL cannot be caught
 

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 FILE_ID = re.compile(r"file-[A-Za-z0-9]{1,64}")
 UPLOAD_PURPOSES = ("batch",)
-_MAX_FIELD_BYTES = 4096
+_MAX_FIELD_BYTES = 4096  # a form field's value (purpose, ...)
+_MAX_PARTS = 16  # parts of one upload: the file, purpose and a few a client may add
+_MAX_PART_HEAD_BYTES = 8192  # a part's headers, all together
 
 
 class FileStore:
@@ -183,6 +185,9 @@ class _StreamingForm:
         self._value = bytearray()
         self._name: str | None = None
         self._writing = False
+        self._parts = 0
+        self._head_bytes = 0
+        self._ended = False
         self._parser = MultipartParser(
             boundary,
             {
@@ -193,6 +198,7 @@ class _StreamingForm:
                 "on_headers_finished": self._headers_finished,
                 "on_part_data": self._part_data,
                 "on_part_end": self._part_end,
+                "on_end": self._end,
             },
         )
 
@@ -203,12 +209,20 @@ class _StreamingForm:
             raise
         except Exception as exc:  # the parser's own errors: a malformed body
             raise ApiError(
-                400, f"Malformed multipart body: {exc}", code="invalid_multipart"
+                400, f"Malformed multipart body: {str(exc)[:200]}", code="invalid_multipart"
             ) from None
 
     def finish(self) -> None:
+        """The body has ended: it must have ended with the closing boundary."""
         self._parser.finalize()
         self.close()
+        if not self._ended:
+            raise ApiError(
+                400,
+                "Truncated multipart body: it ended before the closing boundary. "
+                "Send the whole upload.",
+                code="invalid_multipart",
+            )
 
     def close(self) -> None:
         if self._out is not None:
@@ -216,16 +230,38 @@ class _StreamingForm:
             self._out = None
 
     def _part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > _MAX_PARTS:
+            raise ApiError(
+                400,
+                f"Too many form fields: an upload has at most {_MAX_PARTS} parts.",
+                code="invalid_multipart",
+            )
+        self._head_bytes = 0
         self._headers = {}
         self._value = bytearray()
         self._name = None
         self._writing = False
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_head(end - start)
         self._header_name += data[start:end]
 
     def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_head(end - start)
         self._header_value += data[start:end]
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > _MAX_PART_HEAD_BYTES:
+            raise ApiError(
+                400,
+                f"A form part's headers pass {_MAX_PART_HEAD_BYTES} bytes.",
+                code="invalid_multipart",
+            )
+
+    def _end(self) -> None:
+        self._ended = True
 
     def _header_end(self) -> None:
         self._headers[bytes(self._header_name).lower()] = bytes(self._header_value)

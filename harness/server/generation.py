@@ -8,6 +8,7 @@ The answer depends only on the messages, so a request gets the same answer on ev
 from __future__ import annotations
 
 import functools
+import math
 import operator
 import random
 import re
@@ -17,6 +18,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import orjson
+
+from harness.server.protocol import ApiError
 
 TOKEN_CHARS = 4
 MESSAGE_OVERHEAD_TOKENS = 4  # role and separators of the chat template, per message
@@ -88,10 +91,30 @@ def _job(system: str) -> _Job | None:
     lowered = system.lower()
     if "candidate" not in lowered or "score" not in lowered:
         return None
-    weights = {name: float(weight) for name, weight in _CRITERION.findall(system)}
+    weights = {name: _weight(name, weight) for name, weight in _CRITERION.findall(system)}
     weights = weights or {"overall_fit": 1.0}
     terms = frozenset(_term(line) for line in lowered.splitlines() if line.startswith("- "))
     return _Job(tuple(weights.items()), sum(weights.values()) or 1.0, terms)
+
+
+_MAX_WEIGHT = 1e6
+
+
+def _weight(name: str, text: str) -> float:
+    """A criterion's weight: a finite number up to _MAX_WEIGHT, else the prompt is a 400."""
+    try:
+        weight = float(text)
+    except ValueError:
+        weight = math.nan
+    if not 0 <= weight <= _MAX_WEIGHT:  # NaN fails too
+        raise ApiError(
+            400,
+            f"Invalid criterion weight {text[:40]!r} for {name[:80]!r} in the system prompt: "
+            f"expected a number from 0 to {_MAX_WEIGHT:g}.",
+            param="messages",
+            code="invalid_value",
+        )
+    return weight
 
 
 def _term(line: str) -> str:
@@ -150,7 +173,15 @@ def _skill_matches(skills: Any, terms: frozenset[str]) -> tuple[list[str], dict 
         if not isinstance(skill, dict) or "name" not in skill:
             continue
         name = skill["name"]
-        if str(name).lower() in terms:
+        if not isinstance(name, str):
+            raise ApiError(
+                400,
+                "Invalid candidate profile in the user message: every skill's 'name' must be "
+                f"a string, got {type(name).__name__}.",
+                param="messages",
+                code="invalid_value",
+            )
+        if name.lower() in terms:
             matched.append(name)
         years = skill.get("years")
         key = years if isinstance(years, (int, float)) else 0

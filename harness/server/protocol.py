@@ -45,6 +45,12 @@ class ApiError(Exception):
         }
 
 
+# A 500's body says nothing of the exception: the traceback goes to the server's log.
+INTERNAL_ERROR = ApiError(
+    500, "The server had an error while processing your request.", type="server_error"
+)
+
+
 def missing(param: str) -> ApiError:
     return ApiError(
         400,
@@ -208,8 +214,10 @@ def _chat_message(message: Any, index: int) -> tuple[str, str]:
     role = message.get("role")
     if role is None:
         raise missing(f"{param}.role")
+    if not isinstance(role, str):
+        raise invalid_type(f"{param}.role", "a string", role)
     if role not in ROLES:
-        raise invalid_value(f"{param}.role", f"'{role}' is not one of {sorted(ROLES)}.")
+        raise invalid_value(f"{param}.role", f"'{role[:40]}' is not one of {sorted(ROLES)}.")
     content = message.get("content")
     if isinstance(content, str):
         return role, content

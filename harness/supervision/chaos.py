@@ -27,6 +27,7 @@ from harness.errors import UserError
 from harness.net import require_loopback_url
 from harness.rundir import EVENTS, RunDir
 from harness.supervision.supervisor import ADMIN_TOKEN_ENV, TARGET_FILE
+from harness.supervision.victim import DEFAULT_VICTIM, pick_victim
 
 FAULTS = ("kill", "oom", "hang", "error-burst")
 MAX_INJECTIONS = 1000
@@ -87,10 +88,12 @@ def inject(
     error_rate: float = 0.5,
     admin_token: str | None = None,
     stop: threading.Event | None = None,
+    victim: str | int = DEFAULT_VICTIM,
 ) -> dict[str, Any]:
     """Inject one fault now; returns the `fault_injected` event (a hang returns when resumed).
 
-    seconds: how long a hang or an error burst lasts; error_rate: the burst's share of 500s.
+    seconds: how long a hang or an error burst lasts; error_rate: the burst's share of 500s;
+    victim: whom a kill hits (pick_victim: "largest" as the OOM killer, "leader", or a pid).
     """
     if fault not in FAULTS:
         raise UserError(f"unknown fault {fault!r}; choose one of {', '.join(FAULTS)}")
@@ -98,11 +101,19 @@ def inject(
     if fault in ("kill", "hang"):
         pid = _live_pid(target)
         if fault == "kill":
+            killed = pick_victim(pid, victim)
             event = run_dir.event(
-                "fault_injected", fault="kill", signal="SIGKILL", pid=pid, by="chaos"
+                "fault_injected",
+                fault="kill",
+                signal="SIGKILL",
+                pid=pid,
+                victim_pid=killed,
+                injected=True,
+                cause="oom_kill",
+                by="chaos",
             )
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(killed, signal.SIGKILL)
             return event
         return _hang(run_dir, target, pid, seconds, stop or threading.Event())
     body: dict[str, Any] = {"fault": "oom"}
@@ -126,6 +137,7 @@ def run_chaos(
     error_rate: float = 0.5,
     admin_token: str | None = None,
     stop: threading.Event | None = None,
+    victim: str | int = DEFAULT_VICTIM,
 ) -> list[dict[str, Any]]:
     """Inject `fault` every `every_s` (first after one interval), at most `count` times and within
     `duration_s`; waits for the target to be ready before each and reports each recovery
@@ -155,9 +167,10 @@ def run_chaos(
             error_rate=error_rate,
             admin_token=admin_token,
             stop=stop,
+            victim=victim,
         )
         injected.append(event)
-        _say(f"injected {fault} into pid {event.get('pid')} ({k}/{count})")
+        _say(f"injected {fault} into pid {event.get('victim_pid', event.get('pid'))} ({k}/{count})")
         if fault in ("kill", "oom"):
             last = k == count or due + every_s > deadline
             watch_until = time.monotonic() + _RECOVERY_WAIT_S if last else due + every_s

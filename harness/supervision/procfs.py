@@ -13,6 +13,8 @@ import os
 class PinnedFile:
     """One open kernel file; `read()` returns its current content."""
 
+    _fd = -1  # so close() (and __del__) work when os.open below fails
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd = os.open(path, os.O_RDONLY)  # OSError when absent or not permitted

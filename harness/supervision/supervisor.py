@@ -1,6 +1,7 @@
 """Supervisor: run any command as a child process group, keep it alive, and say why it died.
 
-Restarts a failed child with capped exponential backoff (reset after a healthy period), gates
+Restarts a failed child at once when it had been healthy a while, else with capped exponential
+backoff (a crash loop), gates
 "ready" on a health URL answering 200, times each recovery (death -> up -> ready -> first
 successful request), and emulates a container memory limit by SIGKILLing the tree when its RSS
 passes it, as the kernel's OOM killer would. Events go to the run directory's events.jsonl, the
@@ -30,8 +31,17 @@ from harness.errors import UserError
 from harness.net import require_loopback_url, url_origin
 from harness.rundir import EVENTS, RunDir, utc_iso, write_json_atomic
 from harness.supervision.cgroup import MemoryCgroup, memory_cgroup, system_oom_kills
-from harness.supervision.exits import COMPLETED, ExitVerdict, classify_exit, find_oom_line
+from harness.supervision.exits import (
+    COMPLETED,
+    OOM_KILL,
+    ExitVerdict,
+    classify_exit,
+    find_engine_death_line,
+    find_oom_line,
+)
 from harness.supervision.proctree import ProcessTree, TreeMemory
+from harness.supervision.redact import redact_command
+from harness.supervision.victim import DEFAULT_VICTIM, pick_victim
 from harness.units import format_bytes
 
 TARGET_FILE = "target.json"
@@ -45,6 +55,7 @@ _MEMORY_CHECK_S = 0.1
 _TREE_TRACK_S = 1.0  # how often descendants are noted, so none survives as an orphan
 _SURVIVAL_S = 1.0  # without a health URL, up this long counts as recovered (not a crash loop)
 _GONE_POLL_S = 0.02
+_REAP_S = 1.0  # how long to wait for the cleaned-up workers re-parented to us, to reap them
 _DEATH_FAULTS = frozenset({"kill", "oom", "crash"})
 
 
@@ -61,12 +72,14 @@ class _Child:
     oom_counts: tuple[int | None, int | None]
     create_time: float | None = None
     ready_t: float | None = None
+    served: bool = False  # a request succeeded after ready: its death is no crash loop
     injected_t: float | None = None
     memory_kill: tuple[int, int] | None = None
     memory_kill_t: float | None = None
     stop_signal: int | None = None
     stop_deadline: float = 0.0
     descendants: list[psutil.Process] = field(default_factory=list)
+    descendant_killed: str | None = None  # "name (pid N)" of a tree member seen SIGKILLed
     exited: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -114,6 +127,7 @@ class Supervisor:
         if memory_limit_bytes is not None and memory_limit_bytes <= 0:
             raise UserError(f"memory limit {memory_limit_bytes} must be positive, e.g. 512M")
         self.command = list(command)
+        self.shown_command = redact_command(self.command)  # what is recorded: no secrets
         self.run_dir = run_dir
         self.health_url = health_url
         self.memory_limit_bytes = memory_limit_bytes
@@ -166,6 +180,7 @@ class Supervisor:
         if self._state != "new":
             raise RuntimeError("a Supervisor starts once")
         self._state = "starting"
+        _become_subreaper()
         self._monitor.start()
         self._first_spawn.wait()
         if self._spawn_error is not None:
@@ -205,11 +220,50 @@ class Supervisor:
                 os.kill(child.pid, sig)
             return child.pid
 
+    def inject_oom_kill(self, victim: str | int = DEFAULT_VICTIM) -> int | None:
+        """Rehearse a real OOM kill, no admin token needed: SIGKILL the process the kernel would
+        pick (pick_victim: "largest" oom_score in the tree, "leader", or a pid).
+
+        Recorded as `fault_injected` (injected: true); the exit that follows is an `oom_kill`
+        with `injected: true`, whatever the leader's exit code, and its recovery is timed as
+        any other (a real reload). Returns the pid killed, or None when no child is running.
+        """
+        with self._lock:
+            child = self._child
+            if child is None or child.exited.is_set():
+                return None
+            try:
+                killed = pick_victim(child.pid, victim)
+            except UserError:
+                if victim != DEFAULT_VICTIM:
+                    raise
+                return None  # the leader exited between the check and the pick
+            child.injected_t = time.time()
+            if killed != child.pid:
+                child.descendant_killed = f"pid {killed}"
+            self.run_dir.event(
+                "fault_injected",
+                t=child.injected_t,
+                fault="kill",
+                signal="SIGKILL",
+                pid=child.pid,
+                victim_pid=killed,
+                injected=True,
+                cause=OOM_KILL,
+                by="supervisor",
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(killed, signal.SIGKILL)
+            return killed
+
     def note_request(self, ok: bool, t: float | None = None) -> None:
         """Tell the supervisor a request finished (t: when, unix seconds) to time recoveries."""
         t = time.time() if t is None else t
         with self._lock:
             self._traffic_seen = True
+            child = self._child
+            if ok and child is not None and child.ready_t is not None and t >= child.ready_t:
+                child.served = True
             recovery = self._recovery
             if recovery is None or t < recovery.death_t or recovery.first_success_t is not None:
                 return
@@ -263,9 +317,8 @@ class Supervisor:
     def _spawn(self, attempt: int) -> None:
         """Start one generation (caller holds the lock)."""
         with open(self.log_path, "ab") as log:
-            log.write(
-                f"[harness] {utc_iso()} start #{attempt + 1}: {shlex.join(self.command)}\n".encode()
-            )
+            shown = shlex.join(self.shown_command)
+            log.write(f"[harness] {utc_iso()} start #{attempt + 1}: {shown}\n".encode())
             log.flush()
             try:
                 proc = subprocess.Popen(
@@ -304,7 +357,7 @@ class Supervisor:
             pid=proc.pid,
             pgid=proc.pid,
             attempt=attempt,
-            command=self.command,
+            command=self.shown_command,
         )
         if self._recovery is not None:
             self._recovery.up_t = started_t
@@ -341,13 +394,21 @@ class Supervisor:
                 if self._stopping or verdict.cause == COMPLETED:
                     self._state = "stopped" if self._stopping else "completed"
                     break
-                if child.ready_t is not None and death_t - child.ready_t >= self.healthy_reset_s:
-                    failures = 0  # it had been healthy for a while: start the backoff over
-                failures += 1
+                # Backoff is for crash loops: one that served requests, or a healthy stretch
+                # (measured from ready, not start: a long model load is no health), restarts at
+                # once.
+                healthy = child.ready_t is not None and (
+                    child.served or death_t - child.ready_t >= self.healthy_reset_s
+                )
+                failures = 0 if healthy else failures + 1
                 if self._restarts >= self.max_restarts:
                     self._give_up(verdict.cause, f"the target exited {self._restarts + 1} times")
                     break
-                backoff = min(self.backoff_initial_s * 2 ** (failures - 1), self.backoff_max_s)
+                backoff = (
+                    0.0
+                    if healthy
+                    else min(self.backoff_initial_s * 2 ** (failures - 1), self.backoff_max_s)
+                )
                 self._recovery = _Recovery(death_t=death_t, cause=verdict.cause)
                 self._state = "restarting"
                 self.run_dir.event(
@@ -379,18 +440,26 @@ class Supervisor:
         group id (so the id cannot have been reused); then reap it and return its code."""
         with contextlib.suppress(ChildProcessError):
             os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+        self._note_descendant_deaths(child)  # before our own cleanup below SIGKILLs the rest
         if child.stop_signal is not None:  # give the rest of the tree the stop's grace time
             _wait_gone(child.descendants, child.stop_deadline)
         self._signal_tree(child, signal.SIGKILL)  # a dead leader's workers only hold memory/ports
-        return child.proc.wait()
+        returncode = child.proc.wait()
+        _reap_orphans(child.descendants, time.monotonic() + _REAP_S)
+        return returncode
 
     def _record_exit(self, child: _Child, returncode: int) -> tuple[float, ExitVerdict]:
         death_t = child.injected_t or child.memory_kill_t or time.time()
-        external = self._injected_elsewhere(child)
+        injection = self._injected_elsewhere(child)
+        external = None if injection is None else float(injection["t"])
         if external is not None and child.injected_t is None:
             death_t = min(death_t, external)
+            victim = injection.get("victim_pid", child.pid) if injection else child.pid
+            if victim != child.pid and child.descendant_killed is None:
+                child.descendant_killed = f"pid {victim}"
         kernel = self._kernel_verdict(child)
         oom_line = find_oom_line(self.log_path, child.log_offset)
+        engine_death_line = find_engine_death_line(self.log_path, child.log_offset)
         verdict = classify_exit(
             returncode,
             stopped=child.stop_signal is not None,
@@ -398,6 +467,9 @@ class Supervisor:
             injected=child.injected_t is not None or external is not None,
             memory_limit=child.memory_kill,
             kernel_oom_kill=kernel,
+            engine_death_line=engine_death_line,
+            descendant_killed=child.descendant_killed,
+            supervised=self.health_url is not None,
         )
         fields: dict[str, Any] = {
             "pid": child.pid,
@@ -412,8 +484,12 @@ class Supervisor:
         }
         if oom_line is not None:
             fields["oom_line"] = oom_line
+        if engine_death_line is not None:
+            fields["engine_death_line"] = engine_death_line
+        if child.descendant_killed is not None:
+            fields["descendant_killed"] = child.descendant_killed
         if child.memory_kill is not None:
-            fields["rss_bytes"], fields["limit_bytes"] = child.memory_kill
+            fields["memory_bytes"], fields["limit_bytes"] = child.memory_kill
         print(f"harness: {verdict.line}", file=sys.stderr, flush=True)
         with open(self.log_path, "ab") as log:
             log.write(f"[harness] {utc_iso()} {verdict.line}\n".encode())
@@ -527,6 +603,7 @@ class Supervisor:
             child = self._child
             if child is None or child.exited.is_set() or child.stop_signal is not None:
                 continue
+            self._note_descendant_deaths(child)
             members = self._tree.processes(child.pid)
             if members:
                 child.descendants = members[1:]
@@ -536,8 +613,29 @@ class Supervisor:
                 continue
             memory = self._tree.memory(child.pid)
             if memory is not None and memory.rss_bytes > self.memory_limit_bytes:
-                self._kill_for_memory(child, memory)
+                # PSS <= RSS, so the costlier PSS (shared pages counted once, as a cgroup does)
+                # is read only once the summed RSS passes the limit
+                memory = self._tree.memory(child.pid, pss=True) or memory
+                if _counted_bytes(memory) > self.memory_limit_bytes:
+                    self._kill_for_memory(child, memory)
         self._tree.close()
+
+    def _note_descendant_deaths(self, child: _Child) -> None:
+        """Record a tree member killed by SIGKILL (the OOM killer's signal) while the leader ran:
+        read from its zombie's /proc stat, or from reaping it when it was orphaned to us."""
+        for process in list(child.descendants):
+            status = _descendant_exit_status(process.pid)
+            if status is None or status & 0x7F != signal.SIGKILL or child.stop_signal is not None:
+                continue
+            name = None
+            with contextlib.suppress(psutil.Error, ValueError):
+                name = process.name()
+            killed = f"{name or 'process'} (pid {process.pid})"
+            if child.descendant_killed is None:
+                child.descendant_killed = killed
+                self.run_dir.event(
+                    "descendant_killed", pid=process.pid, leader=child.pid, name=name
+                )
 
     def _confirm_survival(self, child: _Child) -> None:
         """Without a health URL, a restarted child that stays up a while has recovered."""
@@ -558,18 +656,20 @@ class Supervisor:
         with self._lock:
             if child.exited.is_set() or child.stop_signal is not None:
                 return
-            child.memory_kill = (memory.rss_bytes, self.memory_limit_bytes)
+            child.memory_kill = (_counted_bytes(memory), self.memory_limit_bytes)
             child.memory_kill_t = time.time()
             self.run_dir.event(
                 "memory_limit_exceeded",
                 t=child.memory_kill_t,
                 pid=child.pid,
                 rss_bytes=memory.rss_bytes,
+                pss_bytes=memory.pss_bytes,
                 limit_bytes=self.memory_limit_bytes,
                 nprocs=memory.nprocs,
             )
         print(
-            f"harness: target tree RSS {format_bytes(memory.rss_bytes)} passed --memory-limit "
+            f"harness: target tree memory {format_bytes(_counted_bytes(memory))} "
+            f"({'PSS' if memory.pss_bytes is not None else 'RSS'}) passed --memory-limit "
             f"{format_bytes(self.memory_limit_bytes)}: killing it with SIGKILL, as the kernel's "
             "OOM killer would",
             file=sys.stderr,
@@ -604,8 +704,8 @@ class Supervisor:
         ]
         return any(delta > 0 for delta in deltas) if deltas else None
 
-    def _injected_elsewhere(self, child: _Child) -> float | None:
-        """When `harness chaos` (another process) injected a death into this child, its time."""
+    def _injected_elsewhere(self, child: _Child) -> dict[str, Any] | None:
+        """The `fault_injected` event of a death `harness chaos` (another process) injected."""
         try:
             with open(self.run_dir.path / EVENTS, "rb") as handle:
                 handle.seek(child.events_offset)
@@ -623,7 +723,7 @@ class Supervisor:
                     and event.get("fault") in _DEATH_FAULTS
                     and event.get("by") != "supervisor"
                 ):
-                    return float(event["t"])
+                    return event  # type: ignore[no-any-return]
         return None
 
     def _write_target(self) -> None:
@@ -646,11 +746,17 @@ class Supervisor:
                 "admin_url": f"{origin}/admin/faults" if origin else None,
                 "admin_token_env": ADMIN_TOKEN_ENV if ADMIN_TOKEN_ENV in self._env else None,
                 "supervisor_pid": os.getpid(),
-                "command": self.command,
+                "command": self.shown_command,
                 "log": self.log_path.name,
                 "updated_t": time.time(),
             },
         )
+
+
+def _counted_bytes(memory: TreeMemory) -> int:
+    """What --memory-limit counts: the tree's PSS (each shared page once), RSS where PSS is not
+    offered."""
+    return memory.pss_bytes if memory.pss_bytes is not None else memory.rss_bytes
 
 
 def _wait_gone(processes: Sequence[psutil.Process], deadline: float) -> None:
@@ -658,6 +764,21 @@ def _wait_gone(processes: Sequence[psutil.Process], deadline: float) -> None:
     an init that may never reap it) or time.monotonic() passes deadline."""
     while any(_running(process) for process in processes) and time.monotonic() < deadline:
         time.sleep(_GONE_POLL_S)
+
+
+def _reap_orphans(processes: Sequence[psutil.Process], deadline: float) -> None:
+    """Reap the tree members re-parented to this subreaper, so no zombie is left behind; those
+    that are not our children are someone else's to reap (ChildProcessError)."""
+    waiting = [process.pid for process in processes]
+    while waiting and time.monotonic() < deadline:
+        still = []
+        for pid in waiting:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG) is None:
+                    still.append(pid)  # ours, not dead yet (the SIGKILL is on its way)
+        waiting = still
+        if waiting:
+            time.sleep(_GONE_POLL_S)
 
 
 def _running(process: psutil.Process) -> bool:
@@ -677,6 +798,7 @@ def _libc_prctl() -> Callable[..., int] | None:
 
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 _PRCTL = _libc_prctl()  # resolved once, never in a forked child
 
 
@@ -693,6 +815,33 @@ def _die_with(parent_pid: int) -> Callable[[], None] | None:
             os._exit(1)
 
     return preexec
+
+
+def _become_subreaper() -> None:
+    """Orphaned descendants of the target re-parent to this process (not init), so their deaths
+    can be reaped and read here (Linux only; harmless elsewhere)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _descendant_exit_status(pid: int) -> int | None:
+    """The wait status of a dead tree member: reaped when it is our (orphaned) child, else read
+    from its zombie's /proc/PID/stat exit_code field; None while it runs or once it is gone."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
+        if result is not None:
+            if result.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+                return result.si_status
+            return result.si_status << 8
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    fields = stat.rsplit(b")", 1)[-1].split()
+    if not fields or fields[0] not in (b"Z", b"X") or len(fields) < 50:
+        return None
+    return int(fields[-1])
 
 
 def _size(path: os.PathLike[str]) -> int:

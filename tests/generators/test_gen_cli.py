@@ -40,7 +40,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 def test_gen_then_validate(tmp_path: Path) -> None:
     result = harness("gen", "--n", "2500", "--workers", "2", "--seed", "5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    path = tmp_path / "candidates-batch-2500.json"
+    path = tmp_path / "runs" / "datasets" / "candidates-batch-2500.json"
+    assert not list(tmp_path.glob("*.json"))  # nothing dropped into the current directory
+    assert str(Path("runs") / "datasets" / path.name) in result.stdout
     assert "2,500 candidates" in result.stdout
     assert hashlib.sha256(path.read_bytes()).hexdigest()[:16] in result.stdout
     checked = harness("validate", str(path), cwd=tmp_path)
@@ -90,7 +92,7 @@ def _limit_file_size() -> None:
 def test_full_disk_leaves_no_partial_file(tmp_path: Path) -> None:
     result = harness("gen", "--n", "2000", cwd=tmp_path, preexec_fn=_limit_file_size)
     assert_one_line_error(result, "cannot write", "candidates-batch-2000.json")
-    assert list(tmp_path.iterdir()) == []
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_preset_with_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -120,6 +122,7 @@ def test_preset_with_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
 def test_counts_accept_suffixes(tmp_path: Path) -> None:
     result = harness("gen", "--n", "1.5k", "--format", "jsonl", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    lines = (tmp_path / "candidates-batch-1500.jsonl").read_bytes().splitlines()
+    out = tmp_path / "runs" / "datasets"
+    lines = (out / "candidates-batch-1500.jsonl").read_bytes().splitlines()
     assert len(lines) == 1500
-    assert (tmp_path / "candidates-batch-1500.meta.json").exists()
+    assert (out / "candidates-batch-1500.meta.json").exists()

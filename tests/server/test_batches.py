@@ -170,13 +170,13 @@ def test_torn_last_line_is_cut_and_finished_ids_are_skipped(tmp_path):
 
 
 def test_batch_expires_after_its_completion_window(start_server, tmp_path):
-    server = start_server("--speed", "2")
+    server = start_server("--speed", "2", "--batch-window-seconds", "2")
     client = client_for(server)
     path = tmp_path / "in.jsonl"
     write_batch(path, 100)
     uploaded = client.files.create(file=path.open("rb"), purpose="batch")
     batch = client.batches.create(
-        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="2s"
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
     batch = wait_final(client, batch.id, timeout=30)
     assert batch.status == "expired"

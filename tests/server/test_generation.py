@@ -7,6 +7,7 @@ import pytest
 
 import generators
 from harness.server.generation import request_seed, respond
+from harness.server.protocol import ApiError
 
 
 def _messages(profile: dict) -> list[tuple[str, str]]:
@@ -39,10 +40,28 @@ def test_a_nested_experience_key_does_not_cut_the_profile_short():
 
 def test_malformed_skills_get_a_verdict_not_an_error():
     profile = generators.candidate(3)
-    profile["skills"] = [{"name": "Kafka"}, "not a skill", {"name": 42, "years": None}]
+    profile["skills"] = [{"name": "Kafka"}, "not a skill", {"name": "Go", "years": None}]
     verdict = _verdict(_messages(profile))
     assert verdict["reasons"][1].startswith("Strongest skill: Kafka (n/a, ? years)")
     assert 0 <= verdict["score"] <= 100
+
+
+@pytest.mark.parametrize("name", [5, None, ["x"], {"a": 1}])
+def test_a_skill_name_that_is_no_string_is_a_400(name):
+    profile = generators.candidate(3)
+    profile["skills"] = [{"name": "Kafka", "years": 2}, {"name": name, "years": 1}]
+    with pytest.raises(ApiError) as caught:
+        _verdict(_messages(profile))
+    assert caught.value.status == 400 and caught.value.param == "messages"
+
+
+@pytest.mark.parametrize("weight", ["1.2.3", ".", "9" * 400, "1" + "0" * 400 + ".5"])
+def test_a_criterion_weight_that_is_no_finite_number_is_a_400(weight):
+    system = f"Score the candidate.\n- skills (weight {weight})\n- culture (weight 1)"
+    messages = [("system", system), ("user", "{}")]
+    with pytest.raises(ApiError) as caught:
+        respond(messages, 1)
+    assert caught.value.status == 400
 
 
 def test_criteria_scores_vary_with_the_request_and_stay_in_range():

@@ -16,7 +16,7 @@ from harness.rundir import RunDir, write_json_atomic
 from harness.supervision.chaos import inject, read_target
 from harness.supervision.supervisor import TARGET_FILE, Supervisor
 
-from .helpers import events, program
+from .helpers import events, program, wait_for
 
 HARNESS = [sys.executable, "-m", "harness"]
 
@@ -108,3 +108,56 @@ def test_refusals_are_user_errors(
     with pytest.raises(UserError, match="stale"):
         read_target(run_dir)
     assert not events(run_dir, "fault_injected")  # nothing was injected, nothing recorded
+
+
+def test_chaos_kill_hits_the_largest_process_and_is_an_injected_oom_kill(
+    run_dir: RunDir, supervisors: list[Supervisor]
+) -> None:
+    port = free_port()
+    supervisor = Supervisor(
+        program("fake_vllm.py", port, "--worker-mib", 128),
+        run_dir,
+        health_url=f"http://127.0.0.1:{port}/health",
+        backoff_initial_s=0.1,
+    )
+    supervisors.append(supervisor)
+    supervisor.start()
+    assert supervisor.wait_ready(20)
+    leader = supervisor.pid
+    assert leader is not None
+    (engine,) = psutil.Process(leader).children()
+    worker = wait_for(lambda: engine.children(), what="the worker")[0]
+    wait_for(lambda: worker.memory_info().rss > 128 << 20, what="the worker's memory")
+    options = ["--fault", "kill", "--every", "0.1s", "--count", "1", "--victim", "largest"]
+    chaos = subprocess.run(
+        [*HARNESS, "chaos", "--run-dir", str(run_dir.path), *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert chaos.returncode == 0, chaos.stderr
+    assert f"injected kill into pid {worker.pid} (1/1)" in chaos.stderr
+    injected = events(run_dir, "fault_injected")[0]
+    assert (injected["pid"], injected["victim_pid"], injected["injected"]) == (
+        leader,
+        worker.pid,
+        True,
+    )
+    exited = events(run_dir, "exited")[0]
+    assert (exited["pid"], exited["returncode"], exited["cause"]) == (leader, 0, "oom_kill")
+    assert exited["injected"] is True and exited["descendant_killed"] == f"pid {worker.pid}"
+    assert supervisor.pid not in (None, leader)
+
+
+def test_chaos_rejects_a_victim_that_is_not_leader_largest_or_a_pid(
+    run_dir: RunDir, supervisors: list[Supervisor]
+) -> None:
+    _supervised(run_dir, supervisors)
+    chaos = subprocess.run(
+        [*HARNESS, "chaos", "--run-dir", str(run_dir.path), "--fault", "kill", "--victim", "big"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert chaos.returncode != 0 and "not leader, largest or a pid" in chaos.stderr
+    assert "Traceback" not in chaos.stderr

@@ -133,3 +133,51 @@ def test_sample_a_pid_and_a_match(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_secrets_in_the_command_never_reach_the_run_directory(tmp_path: Path) -> None:
+    secrets = ["K-api-123", "T-admin-456", "H-hf-789", "S-secret-0"]
+    run = tmp_path / "run"
+    command = [
+        *HARNESS,
+        "supervise",
+        "--run-dir",
+        str(run),
+        "--interval",
+        "0.1s",
+        "--",
+        "env",
+        f"HF_TOKEN={secrets[2]}",
+        sys.executable,
+        "-c",
+        "import time; time.sleep(0.5)",
+        "--api-key",
+        secrets[0],
+        f"--admin-token={secrets[1]}",
+        "--db-password",
+        secrets[3],
+        "--port",
+        "8000",
+    ]
+    done = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"supervising {Path(sys.executable).name} in" in done.stderr  # the program, not `env`
+    files = [path for path in run.rglob("*") if path.is_file()]
+    assert {"target.json", "manifest.json", "events.jsonl", "target.log"} <= {
+        path.name for path in files
+    }
+    for path in files:
+        text = path.read_bytes()
+        for secret in secrets:
+            assert secret.encode() not in text, f"{secret} leaked into {path.name}"
+    started = next(e for e in RunDir(run).events() if e["kind"] == "started")
+    assert started["command"][-7:] == [
+        "--api-key",
+        "***",
+        "--admin-token=***",
+        "--db-password",
+        "***",
+        "--port",
+        "8000",
+    ]
+    assert "HF_TOKEN=***" in started["command"]

@@ -12,6 +12,7 @@ from harness.supervision.exits import (
     OOM_KILL_ADVICE,
     STOPPED,
     classify_exit,
+    find_engine_death_line,
     find_oom_line,
 )
 
@@ -64,3 +65,34 @@ def test_find_oom_line_reads_only_this_childs_output(tmp_path: Path) -> None:
     for text in (b"std::bad_alloc", b"Cannot allocate memory", b"cudaMalloc failed: out of memory"):
         log.write_bytes(b"x\n" + text + b"\n")
         assert find_oom_line(log) == text.decode()
+
+
+def test_a_supervised_server_has_no_normal_finish() -> None:
+    assert classify_exit(0, supervised=True).cause == CRASH
+    assert classify_exit(0, supervised=True, stopped=True).cause == STOPPED
+
+
+def test_engine_death_or_a_sigkilled_descendant_is_an_oom_kill_whatever_the_code() -> None:
+    line = "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue."
+    for code in (0, 1):
+        verdict = classify_exit(code, engine_death_line=line, supervised=True)
+        assert verdict.cause == OOM_KILL and "EngineDeadError" in verdict.message
+    verdict = classify_exit(0, descendant_killed="python3 (pid 7)")
+    assert verdict.cause == OOM_KILL and "pid 7" in verdict.message
+    # the engine said why: CUDA OOM text is an OOM error, not a kill
+    cuda = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert classify_exit(0, oom_line=cuda, engine_death_line=line, supervised=True).cause == (
+        OOM_ERROR
+    )
+
+
+def test_engine_death_text_is_found_in_the_log_tail(tmp_path: Path) -> None:
+    log = tmp_path / "target.log"
+    log.write_bytes(
+        b"INFO ok\nERROR Worker proc VllmWorker-0 died unexpectedly, shutting down executor.\n"
+    )
+    assert "died unexpectedly" in (find_engine_death_line(log) or "")
+    assert find_engine_death_line(log, start=log.stat().st_size) is None
+    ollama = tmp_path / "ollama.log"
+    ollama.write_bytes(b"Error: llama runner process has terminated: signal: killed\n")
+    assert find_engine_death_line(ollama) is not None

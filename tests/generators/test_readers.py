@@ -1,0 +1,151 @@
+"""Streaming readers: every input shape, hostile inputs as one-line errors, memory flat in N."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import orjson
+import pytest
+
+import generators
+from harness.rundir import write_json_atomic
+
+
+@pytest.fixture(scope="module")
+def compact(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("readers") / "batch.json"
+    generators.write_dataset(path, 300, workers=1)
+    return path
+
+
+def _gzip(path: Path, out: Path) -> Path:
+    out.write_bytes(gzip.compress(path.read_bytes(), compresslevel=1))
+    return out
+
+
+def _ids(path: Path) -> list[str]:
+    return [custom_id for custom_id, _ in generators.iter_requests(path)]
+
+
+def test_compact_pretty_reordered_gzip_and_archive_read_alike(tmp_path: Path, compact: Path):
+    document = orjson.loads(compact.read_bytes())
+    expected = [c["id"] for c in document["candidates"]]
+    pretty = tmp_path / "pretty.json"
+    pretty.write_text(json.dumps(document, indent=2))
+    reordered = tmp_path / "reordered.json"  # candidates first, the header after them
+    header = {k: v for k, v in document.items() if k != "candidates"}
+    reordered.write_bytes(orjson.dumps({"candidates": document["candidates"], **header}))
+    array = tmp_path / "array.json"
+    array.write_bytes(orjson.dumps(document["candidates"]))
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + compact.read_bytes())
+    gz = _gzip(compact, tmp_path / "batch.json.gz")
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(compact, arcname="candidates-batch-300.json")
+    member = f"{archive}:candidates-batch-300.json"
+    for path in (compact, pretty, reordered, bom, gz, member):
+        assert generators.detect_format(path) == "json", path
+        assert _ids(Path(path)) == expected, path
+        assert generators.read_header(path)["job"] == document["job"], path
+    assert generators.detect_format(array) == "json-array"
+    assert [c["id"] for c in generators.read_candidates(array)] == expected
+    report = generators.validate_file(member)
+    assert report.ok and report.count == 300
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "openai-batch"])
+def test_line_formats_gzipped(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / generators.default_filename(50, fmt)
+    generators.write_dataset(path, 50, fmt=fmt)
+    gz = _gzip(path, tmp_path / (path.name + ".gz"))
+    assert generators.detect_format(gz) == fmt
+    assert _ids(gz) == _ids(path)
+    assert generators.validate_file(gz).ok
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"", "is empty"),
+        (b"\xef\xbb\xbf  \n", "is empty"),
+        (b'{"schema_version": "1.0", "candidates": [{"id": "a"', "truncated or not valid JSON"),
+        (b"hello world", "does not start with a JSON object or array"),
+        (b"\x1f\x8b\x08\x00garbage-not-deflate", "corrupt or truncated gzip"),
+    ],
+)
+def test_hostile_inputs_give_one_line_errors(tmp_path: Path, content: bytes, fragment: str):
+    path = tmp_path / "hostile.json"
+    path.write_bytes(content)
+    with pytest.raises(generators.DatasetError) as caught:
+        generators.validate_file(path)
+    assert fragment in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_truncated_gzip_is_named(tmp_path: Path, compact: Path) -> None:
+    whole = gzip.compress(compact.read_bytes())
+    path = tmp_path / "torn.json.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(generators.DatasetError, match="corrupt or truncated gzip"):
+        list(generators.iter_requests(path))
+
+
+def test_detection_reads_a_bounded_prefix(tmp_path: Path, compact: Path) -> None:
+    """A one-line document is detected from its prefix: a torn tail does not matter yet."""
+    path = tmp_path / "torn.json"
+    data = compact.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert generators.detect_format(path) == "json"
+
+
+def test_missing_archive_member_lists_the_members(tmp_path: Path, compact: Path) -> None:
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(compact, arcname="candidates-batch-300.json")
+    with pytest.raises(generators.DatasetError, match=r"candidates-batch-300\.json"):
+        generators.detect_format(f"{archive}:nope.json")
+
+
+_PEAK = """
+import resource, sys, itertools
+import generators
+report = generators.validate_file(sys.argv[1])
+assert report.ok, report.errors
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _peak_kb(path: Path) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(path)], capture_output=True, text=True, check=True
+    )
+    return int(done.stdout.split()[-1])
+
+
+def test_validate_memory_is_flat_in_n(tmp_path: Path) -> None:
+    """8x the records (~3 MB vs ~24 MB of JSON, gzipped too) costs at most a few MB more."""
+    peaks = []
+    for n in (400, 3200):
+        path = tmp_path / f"b{n}.json"
+        generators.write_dataset(path, n, workers=2)
+        peaks.append(_peak_kb(_gzip(path, tmp_path / f"b{n}.json.gz")))
+        path.unlink()
+    small, large = peaks
+    assert large - small < 8 * 1024, peaks  # the file grew by ~21 MB
+
+
+def test_atomic_files_get_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "report.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "report.json").stat().st_mode) == 0o644

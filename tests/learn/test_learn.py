@@ -1,0 +1,222 @@
+"""learn -> gen --like round trips on shapes unlike ours, k-anonymity, no PII copied."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+
+from generators import read_candidates, write_dataset
+from generators.learn import ProfileBuilder, learn_profile, read_sample, sample_pii
+from generators.learn.sample import Sample, SampleError
+
+from .samples import STATUSES, orders
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def harness(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True
+    )
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sample_file(tmp_path_factory) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("sample") / "orders.jsonl", orders(400))
+
+
+@pytest.fixture(scope="module")
+def learned(sample_file, tmp_path_factory) -> tuple[Path, Path, dict]:
+    out = tmp_path_factory.mktemp("profile")
+    result = harness(
+        "learn",
+        str(sample_file),
+        "--out",
+        str(out / "p.json"),
+        "--emit-schema",
+        str(out / "s.json"),
+    )
+    assert result.returncode == 0, result.stderr
+    return out / "p.json", out / "s.json", orjson.loads((out / "p.json").read_bytes())
+
+
+def kind(profile: dict, *path: str) -> str:
+    node = profile["root"]
+    for key in path:
+        node = node["items"] if key == "*" else node["fields"][key]
+    return node["string"]["kind"]
+
+
+def test_kinds_locale_and_rules_are_learned(learned):
+    _, _, profile = learned
+    assert profile["locale"] == "de_DE"
+    assert kind(profile, "customer", "name", "first") == "first_name"
+    assert kind(profile, "customer", "email") == "email"
+    assert kind(profile, "customer", "phone") == "phone"
+    assert kind(profile, "customer", "address", "street") == "street_address"
+    assert kind(profile, "customer", "address", "postal_code") == "postal_code"
+    assert kind(profile, "items", "*", "price") == "numeric_string"
+    assert kind(profile, "period", "start") == "date"
+    assert kind(profile, "note") == "text"
+    status = profile["root"]["fields"]["status"]["string"]
+    assert {v for v, _ in status["values"]} == set(STATUSES)
+    assert 0.3 < profile["root"]["fields"]["coupon"]["presence"] < 0.7
+    rules = {(r["rule"], r["object"]) for r in profile["rules"]}
+    assert ("date_order", "/period") in rules
+    assert ("sorted", "") in rules
+    assert ("email_from_name", "/customer") in rules
+
+
+def test_generated_records_keep_shape_rules_and_schema(learned, tmp_path):
+    profile_path, schema_path, profile = learned
+    out = tmp_path / "gen.jsonl"
+    result = harness(
+        "gen",
+        "--like",
+        str(profile_path),
+        "--n",
+        "600",
+        "--out",
+        str(out),
+        "--format",
+        "jsonl",
+        "--schema",
+        str(schema_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "validate against the schema" in result.stdout
+    records = list(read_candidates(out))
+    assert len(records) == 600
+    validator = jsonschema.Draft202012Validator(orjson.loads(schema_path.read_bytes()))
+    assert all(validator.is_valid(r) for r in records)
+    derived = 0
+    for r in records:
+        assert r["period"]["start"] <= r["period"]["end"]
+        assert r["events"] == sorted(r["events"])
+        assert r["status"] in STATUSES
+        float(r["items"][0]["price"]) if r["items"] else None
+        name = r["customer"]["name"]
+        derived += r["customer"]["email"].startswith(f"{name['first'].lower()}.")
+    assert derived > 0.8 * len(records)
+    coupons = sum("coupon" in r for r in records) / len(records)
+    assert abs(coupons - profile["root"]["fields"]["coupon"]["presence"]) < 0.1
+
+
+def test_no_sample_pii_string_reaches_profile_or_output(sample_file, tmp_path):
+    out = tmp_path / "like.json"
+    result = harness("gen", "--like", str(sample_file), "--n", "2000", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "exact match 0.00%" in result.stdout and "near duplicate 0.00%" in result.stdout
+    sample = read_sample([sample_file])
+    text = out.read_text()
+    pii = set()
+    for r in sample.records:
+        c = r["customer"]
+        pii |= {
+            c["email"],
+            c["phone"],
+            c["address"]["street"],
+            r["order_id"],
+            f"{c['name']['first']} {c['name']['last']}",
+        }
+    assert [v for v in pii if v in text] == []
+
+
+def test_k_anonymity_rule(tmp_path):
+    records = [{"tag": "common", "text": "alpha beta gamma delta epsilon."} for _ in range(5)]
+    records += [{"tag": f"rare{i}", "text": f"alpha beta zeta{i} unique{i}."} for i in range(4)]
+    records.append({"tag": "almost", "text": "alpha beta gamma."})
+    profile = learn_profile(Sample(records * 1, None, None, None), k=5)
+    words = {w for w, _ in profile["text"]["words"]}
+    assert {"alpha", "beta"} <= words
+    assert not any(w.startswith(("zeta", "unique")) for w in words)
+    text = orjson.dumps(profile).decode()
+    assert "rare0" not in text and "almost" not in text
+    tags = profile["root"]["fields"]["tag"]["string"]
+    assert tags.get("values", []) in ([], [["common", 5]])
+
+
+def test_output_is_identical_for_any_worker_count(learned, tmp_path):
+    _, _, profile = learned
+    builder = ProfileBuilder(profile, seed=3)
+    one = write_dataset(
+        tmp_path / "a.jsonl", 450, fmt="jsonl", workers=1, source=builder, chunk_size=50
+    )
+    three = write_dataset(
+        tmp_path / "b.jsonl", 450, fmt="jsonl", workers=3, source=builder, chunk_size=50
+    )
+    assert one.sha256 == three.sha256
+    assert builder.build_json(17) == ProfileBuilder(profile, seed=3).build_json(17)
+    assert builder.build_json(17) != ProfileBuilder(profile, seed=4).build_json(17)
+
+
+def test_openai_batch_takes_the_job_from_the_sample(tmp_path):
+    system = "You screen tenants for flat 4B. Answer with one JSON object."
+    lines = [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "m",
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": orjson.dumps(r).decode()},
+                ],
+            },
+        }
+        for i, r in enumerate(orders(30))
+    ]
+    sample = write_jsonl(tmp_path / "batch.jsonl", lines)
+    out = tmp_path / "out.openai-batch.jsonl"
+    result = harness(
+        "gen", "--like", str(sample), "--n", "20", "--format", "openai-batch", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    first = orjson.loads(out.read_bytes().splitlines()[0])
+    assert first["body"]["messages"][0]["content"] == system
+    assert "customer" in orjson.loads(first["body"]["messages"][1]["content"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b'[{"a": 1}, [1, 2], {"a": 2}]', "records of mixed types"),
+        (b'[{"a": 1}, {"a": 2}]', "fewer than k=5"),
+    ],
+)
+def test_bad_samples_get_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    result = harness("learn", str(path), "--out", str(tmp_path / "p.json"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_records_pointer_and_batch_documents(tmp_path):
+    doc = {"meta": {"v": 1}, "payload": {"rows": orders(12)}}
+    path = tmp_path / "doc.json"
+    path.write_bytes(orjson.dumps(doc))
+    assert len(read_sample([path], "/payload/rows").records) == 12
+    assert len(read_sample([path]).records) == 12  # the longest list of objects, found alone
+    with pytest.raises(SampleError, match="does not exist"):
+        read_sample([path], "/payload/nope")
+
+
+def test_sample_pii_lists_identifying_values(learned, sample_file):
+    _, _, profile = learned
+    found = sample_pii(read_sample([sample_file]), profile)
+    assert {kind for kind, _ in found} >= {"email", "phone", "first_name", "street_address"}
