@@ -165,3 +165,43 @@ def test_nothing_listening_is_a_one_line_error():
 
     with pytest.raises(UserError, match="nothing answers at"):
         probe(f"http://127.0.0.1:{free_port()}")
+
+
+@pytest.mark.parametrize(
+    ("command", "url", "health", "context"),
+    [
+        (
+            ["vllm", "serve", "m", "--max-model-len", "16384"],
+            "http://127.0.0.1:8000",
+            "/health",
+            16384,
+        ),
+        (
+            ["python", "-m", "vllm.entrypoints.openai.api_server", "--port=8100"],
+            "http://127.0.0.1:8100",
+            "/health",
+            None,
+        ),
+        (["/usr/bin/ollama", "serve"], "http://127.0.0.1:11434", "/api/version", None),
+        (
+            ["python", "-m", "llama_cpp.server", "--model", "x.gguf"],
+            "http://127.0.0.1:8000",
+            "/v1/models",
+            2048,
+        ),
+        (
+            ["llama-server", "-m", "x.gguf", "-c", "4096", "--host", "0.0.0.0"],
+            "http://127.0.0.1:8080",
+            "/health",
+            4096,
+        ),
+        (["./my-server", "--port", "9000"], "http://127.0.0.1:9000", "/v1/models", None),
+        (["./my-server"], None, "/v1/models", None),
+    ],
+)
+def test_where_a_serve_command_listens_and_says_it_is_ready(command, url, health, context):
+    from harness.targets import serve_context, serve_health_path, serve_url
+
+    assert serve_url(command) == url
+    assert serve_health_path(command) == health
+    assert (serve_context(command) or (None,))[0] == context
