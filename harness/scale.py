@@ -56,6 +56,7 @@ from harness.rundir import (
     utc_iso,
     write_json_atomic,
 )
+from harness.supervision.redact import MASK, redact_command
 from harness.supervision.supervisor import ADMIN_TOKEN_ENV, Supervisor
 from harness.supervision.victim import DEFAULT_VICTIM
 from harness.targets import (
@@ -138,7 +139,7 @@ def run_scale(config: ScaleConfig, *, out: TextIO = sys.stderr) -> ScaleOutcome:
     config = replace(config, n=n, run_dir=str(run_dir.path))
     run_dir.write_manifest(
         kind="scale",
-        target_url=config.target or (shlex.join(config.serve) if config.serve else "embedded"),
+        target_url=config.target or (_shown(config.serve) if config.serve else "embedded"),
         dataset=dataset.manifest(),
         seed=config.seed,
         calibration=measure(),
@@ -169,6 +170,12 @@ def resume_scale(
     stored["oom_at"] = tuple(stored.get("oom_at") or ())
     stored["server_args"] = tuple(stored.get("server_args") or ())
     stored["serve"] = tuple(stored.get("serve") or ())
+    if MASK in stored["serve"] or any(part.endswith("=" + MASK) for part in stored["serve"]):
+        raise UserError(
+            f"the --serve command of {path} held a secret, which was not stored, so it cannot be "
+            "started again; give the server its secret in an environment variable (e.g. "
+            "VLLM_API_KEY) and start a new run"
+        )
     config = ScaleConfig(**stored)
     if concurrency is not None:
         config = replace(config, concurrency=concurrency)
@@ -319,7 +326,13 @@ def _dataset(config: ScaleConfig, console: _Console) -> Dataset:
 def _stored(config: ScaleConfig) -> dict[str, Any]:
     stored = asdict(config)
     stored.pop("api_key")  # a secret does not belong in a file that gets shared
+    stored["serve"] = redact_command(config.serve)  # nor does `--api-key K` of a server command
     return stored
+
+
+def _shown(command: tuple[str, ...]) -> str:
+    """A server command as logs and the manifest show it: its secrets masked."""
+    return shlex.join(redact_command(command))
 
 
 def _execute(
@@ -577,7 +590,7 @@ def _served_target(config: ScaleConfig, run_dir: RunDir, console: _Console) -> I
     supervisor = Supervisor(
         config.serve, run_dir, health_url=health_url, max_restarts=10 + len(config.oom_at)
     )
-    console.say(f"starting {shlex.join(config.serve)}; ready when {health_url} answers 200")
+    console.say(f"starting {_shown(config.serve)}; ready when {health_url} answers 200")
     supervisor.start()
     sampler = None
     try:
@@ -588,7 +601,7 @@ def _served_target(config: ScaleConfig, run_dir: RunDir, console: _Console) -> I
                 f"the --serve command was not ready within {config.ready_timeout_s:g} s: {why}; "
                 f"see its log, {supervisor.log_path}"
             )
-        info = probe(url, model=config.model)
+        info = probe(url, model=config.model, api_key=config.api_key)
         context = serve_context(config.serve)
         if info.max_model_len is None and context is not None:
             info = replace(info, max_model_len=context[0], max_model_len_source=context[1])
@@ -638,7 +651,7 @@ def _external_target(config: ScaleConfig, run_dir: RunDir, console: _Console) ->
     if not url:
         raise UserError("the supervised target has no health URL; give its URL with --target")
     require_loopback_url(url, "--target")
-    info = probe(url, model=config.model)
+    info = probe(url, model=config.model, api_key=config.api_key)
     console.say(f"target {info.describe()}")
     sampler = start_sampling(
         run_dir,
@@ -725,7 +738,7 @@ def _settle_model(
         generators.iter_requests(dataset.path, model=model, max_tokens=config.max_tokens),
         config.n,
     )
-    check = check_context(info, model or "", requests)
+    check = check_context(info, model or "", requests, api_key=config.api_key)
     if check is None:
         console.say("max_model_len: unknown (the target does not say); prompts not checked")
         return config

@@ -71,10 +71,14 @@ def choose_model(target: Target, requested: str | None) -> str:
     )
 
 
-def probe(url: str, *, timeout_s: float = 5.0, model: str | None = None) -> Target:
-    """Ask the server at `url` what it is. UserError when it does not answer at all."""
+def probe(
+    url: str, *, timeout_s: float = 5.0, model: str | None = None, api_key: str | None = None
+) -> Target:
+    """Ask the server at `url` what it is (with its API key, when it wants one). UserError when it
+    does not answer at all."""
     base = url.rstrip("/")
-    with httpx.Client(base_url=base, timeout=timeout_s) as client:
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else None
+    with httpx.Client(base_url=base, timeout=timeout_s, headers=headers, trust_env=False) as client:
         return _Probe(client, base).run(model)
 
 

@@ -65,7 +65,12 @@ class ContextCheck:
 
 
 def check_context(
-    target: Target, model: str, requests: Iterable[Request], *, timeout_s: float = 10.0
+    target: Target,
+    model: str,
+    requests: Iterable[Request],
+    *,
+    api_key: str | None = None,
+    timeout_s: float = 10.0,
 ) -> ContextCheck | None:
     """Count the requests whose prompt plus max_tokens pass the target's max_model_len; None
     when the target does not say its max_model_len."""
@@ -73,7 +78,7 @@ def check_context(
         return None
     stream = iter(requests)
     sample = list(itertools.islice(stream, _SAMPLE))
-    ratio = _measured_ratio(target, model, sample, timeout_s)
+    ratio = _measured_ratio(target, model, sample, api_key, timeout_s)
     measured = ratio is not None
     ratio = ratio or FALLBACK_TOKENS_PER_CHAR
     exceeding = count = longest = widest_max_tokens = 0
@@ -98,11 +103,13 @@ def check_context(
 
 
 def _measured_ratio(
-    target: Target, model: str, sample: list[Request], timeout_s: float
+    target: Target, model: str, sample: list[Request], api_key: str | None, timeout_s: float
 ) -> float | None:
     """The largest tokens-per-character ratio of the sample by the server's own tokenizer."""
     ratios = []
-    with httpx.Client(base_url=target.url, timeout=timeout_s, trust_env=False) as client:
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else None
+    client = httpx.Client(base_url=target.url, timeout=timeout_s, headers=headers, trust_env=False)
+    with client:
         for _, body in sample:
             chars = _prompt_chars(body)
             if chars == 0:

@@ -148,3 +148,13 @@ def test_a_command_without_serve_is_refused(tmp_path):
     )
     assert done.returncode == 2
     assert "a server command after -- needs --serve" in done.stderr
+
+
+def test_a_secret_in_the_serve_command_never_reaches_the_run_directory(tmp_path, cache_dir):
+    port = free_port()
+    command = (*_serve(port), "--api-key", "sk-very-secret")
+    outcome = run_scale(_config(tmp_path, cache_dir, n=20, serve=command, api_key="sk-very-secret"))
+    assert outcome.ok
+    for path in outcome.run_dir.iterdir():
+        if path.is_file():
+            assert b"sk-very-secret" not in path.read_bytes(), path.name
