@@ -15,7 +15,6 @@ import os
 import queue
 import resource
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -58,7 +57,15 @@ from harness.rundir import (
     write_json_atomic,
 )
 from harness.supervision.supervisor import ADMIN_TOKEN_ENV, Supervisor
-from harness.targets import Target, choose_model, probe, serve_health_path, serve_url
+from harness.supervision.victim import DEFAULT_VICTIM
+from harness.targets import (
+    Target,
+    choose_model,
+    probe,
+    serve_context,
+    serve_health_path,
+    serve_url,
+)
 
 MODES = ("client", "batch-api")
 _RUNG_ENV = "HARNESS_LADDER_RUNG"
@@ -76,6 +83,7 @@ class ScaleConfig:
     dataset: str | None = None  # None: generated for (n, seed) and cached
     seed: int = 0
     oom_at: tuple[float, ...] = ()  # fractions of the batch, e.g. (0.25, 0.6)
+    victim: str | int = DEFAULT_VICTIM  # whom an --oom-at kill hits in a supervised tree
     speed: float | None = None  # embedded server latency divisor; None: no simulated delay
     concurrency: int = 64
     chunk_size: int = 5_000  # batch-api: requests per uploaded batch
@@ -581,6 +589,9 @@ def _served_target(config: ScaleConfig, run_dir: RunDir, console: _Console) -> I
                 f"see its log, {supervisor.log_path}"
             )
         info = probe(url, model=config.model)
+        context = serve_context(config.serve)
+        if info.max_model_len is None and context is not None:
+            info = replace(info, max_model_len=context[0], max_model_len_source=context[1])
         console.say(f"target {info.describe()}")
         sampler = start_sampling(
             run_dir,
@@ -592,8 +603,9 @@ def _served_target(config: ScaleConfig, run_dir: RunDir, console: _Console) -> I
 
         def inject() -> None:
             supervisor.wait_ready(config.ready_timeout_s)
-            victim = supervisor.kill(signal.SIGKILL)
-            _wait_successor(supervisor, victim, config.ready_timeout_s)
+            leader = supervisor.pid
+            if supervisor.inject_oom_kill(config.victim) is not None:
+                _wait_successor(supervisor, leader, config.ready_timeout_s)
 
         yield _Target(
             url=url, health_url=health_url, inject=inject, supervisor=supervisor, info=info
@@ -642,8 +654,7 @@ def _external_target(config: ScaleConfig, run_dir: RunDir, console: _Console) ->
 
         def inject() -> None:
             _wait_target_ready(sup, config.ready_timeout_s)
-            victim = chaos_inject(sup, "kill").get("pid")
-            run_dir.event("fault_injected", fault="kill", pid=victim, by="scale", source="scale")
+            chaos_inject(sup, "kill", victim=config.victim)  # copied here after the run
 
     try:
         yield _Target(url=url, health_url=health_url or info.health_url, inject=inject, info=info)
@@ -674,10 +685,10 @@ class _ListeningPid:
         return pid
 
 
-def _wait_successor(supervisor: Supervisor, victim: int | None, timeout_s: float) -> None:
+def _wait_successor(supervisor: Supervisor, leader: int | None, timeout_s: float) -> None:
     """Return once the killed child is gone, so the next injection hits its successor."""
     deadline = time.monotonic() + timeout_s
-    while victim is not None and supervisor.pid == victim and time.monotonic() < deadline:
+    while leader is not None and supervisor.pid == leader and time.monotonic() < deadline:
         time.sleep(0.02)
 
 

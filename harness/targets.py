@@ -251,15 +251,27 @@ def _only(models: tuple[str, ...]) -> str | None:
     return models[0] if len(models) == 1 else None
 
 
-# Servers `harness scale --serve` knows how to start: (words that name it on its command line,
-# default port, health path). Its health path is where it answers 200 only once it can serve.
+# Servers `harness scale --serve` knows how to start: its name, the words that name it on its
+# command line, its default port, its health path (where it answers 200 only once it can serve),
+# the options that set its context length and the length it has without them.
+@dataclass(frozen=True)
+class _Server:
+    name: str
+    words: tuple[str, ...]
+    port: int
+    health_path: str
+    context_options: tuple[str, ...] = ()
+    default_context: int | None = None
+
+
 _SERVERS = (
-    (("vllm",), 8000, "/health"),
-    (("vllm.entrypoints.openai.api_server",), 8000, "/health"),
-    (("llama_cpp.server",), 8000, "/v1/models"),  # it loads the model before it listens
-    (("llama-server",), 8080, "/health"),
-    (("ollama",), 11434, "/api/version"),  # it loads a model on its first request
-    (("harness", "serve"), 8000, "/health/ready"),
+    _Server("vllm", ("vllm",), 8000, "/health", ("--max-model-len",)),
+    _Server("vllm", ("vllm.entrypoints.openai.api_server",), 8000, "/health", ("--max-model-len",)),
+    # llama-cpp-python loads the model before it listens, and says nothing of its context
+    _Server("llama_cpp.server", ("llama_cpp.server",), 8000, "/v1/models", ("--n_ctx",), 2048),
+    _Server("llama-server", ("llama-server",), 8080, "/health", ("--ctx-size", "-c")),
+    _Server("ollama", ("ollama",), 11434, "/api/version"),  # loads a model on first request
+    _Server("harness serve", ("harness", "serve"), 8000, "/health/ready"),
 )
 
 
@@ -270,13 +282,13 @@ def serve_url(command: Sequence[str]) -> str | None:
     host = _option(command, "--host")
     if host in (None, "0.0.0.0", "::", "localhost"):
         host = "127.0.0.1"
-    known = _known(command)
-    if port is None and known is not None and known[0] == ("ollama",):
+    server = _known(command)
+    if port is None and server is not None and server.name == "ollama":
         address = os.environ.get("OLLAMA_HOST", "127.0.0.1:11434").removeprefix("http://")
         host, _, port = address.rpartition(":")
         host = host or "127.0.0.1"
-    if port is None and known is not None:
-        port = str(known[1])
+    if port is None and server is not None:
+        port = str(server.port)
     if port is None:
         return None
     return f"http://{host}:{port}"
@@ -284,14 +296,29 @@ def serve_url(command: Sequence[str]) -> str | None:
 
 def serve_health_path(command: Sequence[str]) -> str:
     """Where the server `command` starts says it is ready: its own health route when known."""
-    known = _known(command)
-    return known[2] if known is not None else "/v1/models"
+    server = _known(command)
+    return server.health_path if server is not None else "/v1/models"
 
 
-def _known(command: Sequence[str]) -> tuple[tuple[str, ...], int, str] | None:
+def serve_context(command: Sequence[str]) -> tuple[int, str] | None:
+    """The context length the server `command` starts is given (or has by default), for servers
+    that do not say it over HTTP (llama-cpp-python); None when its command line does not tell."""
+    server = _known(command)
+    if server is None:
+        return None
+    for name in server.context_options:
+        value = _option(command, name)
+        if value is not None and value.isdigit() and int(value) > 0:
+            return int(value), f"{name} of the --serve command"
+    if server.default_context is not None:
+        return server.default_context, f"{server.name}'s default n_ctx"
+    return None
+
+
+def _known(command: Sequence[str]) -> _Server | None:
     words = [part.rsplit("/", 1)[-1] for part in command[:4]]
     for server in _SERVERS:
-        if all(word in words for word in server[0]):
+        if all(word in words for word in server.words):
             return server
     return None
 

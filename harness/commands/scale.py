@@ -9,6 +9,7 @@ from typing import Any
 from harness.commands.gen import parse_count
 from harness.errors import UserError
 from harness.scale import MODES, ScaleConfig, resume_scale, run_ladder, run_scale
+from harness.supervision.victim import parse_victim
 
 
 def register(subparsers: Any) -> None:
@@ -70,6 +71,12 @@ def register(subparsers: Any) -> None:
         type=_points,
         metavar="POINTS",
         help="inject an OOM kill at these points of progress, e.g. 25%%,60%%",
+    )
+    parser.add_argument(
+        "--victim",
+        type=parse_victim,
+        help="with --serve or --supervisor: whom an --oom-at kill hits: largest (the default, "
+        "the process the kernel's OOM killer picks: highest oom_score), leader, or a pid",
     )
     parser.add_argument(
         "--speed",
@@ -143,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
                 "limit",
                 "mode",
                 "oom_at",
+                "victim",
                 "speed",
                 "chunk_size",
                 "seed",
@@ -193,6 +201,7 @@ def _config(args: argparse.Namespace) -> ScaleConfig:
         "dataset": args.dataset,
         "seed": args.seed,
         "oom_at": args.oom_at,
+        "victim": args.victim,
         "speed": args.speed,
         "concurrency": args.concurrency,
         "chunk_size": args.chunk_size,
