@@ -43,21 +43,7 @@ _PROTOCOL_KEYS = frozenset(
         "detail",
     }
 )
-_REPLACED = frozenset(
-    {
-        "person_name",
-        "first_name",
-        "last_name",
-        "email",
-        "phone",
-        "url",
-        "street_address",
-        "postal_code",
-        "uuid",
-        "id",
-        "city",
-    }
-)
+_REPLACED = kinds.PII_KINDS | {"city"}  # what identifies a person, and where they live
 _TEXT_ID = re.compile(r"\b[A-Za-z]{2,10}[-_]\d{4,}\b")
 _CAPITALISED_PAIR = re.compile(r"\b([A-Z][a-zà-ÿ'’-]+)\s+([A-Z][a-zà-ÿ'’-]+)\b")
 _POOL = 997  # fake values per kind (a prime: the HMAC picks among them)
