@@ -26,6 +26,7 @@ MIB = 1024 * 1024
 DEFAULT_MAX_ERROR_RATE = 0.05  # a run with more failed attempts fails whatever its baseline says
 
 OK, IMPROVED, NEW, UNMEASURED = "ok", "improved", "new", "unmeasured"
+WORSE = "worse"  # an informational metric past its threshold: shown, never failing
 REGRESSED, MISSING, OVER_LIMIT = "regressed", "missing", "over_limit"
 FAILING = frozenset({REGRESSED, MISSING, OVER_LIMIT})
 
@@ -60,6 +61,7 @@ class Rule:
     optional: bool = (
         False  # may go unmeasured (e.g. too short a run for a leak fit) without failing
     )
+    informational: bool = False  # worse than allowed is reported, not failed
 
 
 _LATENCY = Threshold(0.25, 0.005)
@@ -98,6 +100,27 @@ RULES: tuple[Rule, ...] = (
     Rule("results.lost", LOWER, False, _NONE_ALLOWED),
     Rule("results.duplicated", LOWER, False, _NONE_ALLOWED),
     Rule("results.*", HIGHER, False, _NONE_ALLOWED, default=False),
+    # the engine's own metrics: only what the target exposes, so absent is "not measured"
+    Rule(
+        "engine.kv_cache_usage_peak",
+        LOWER,
+        False,
+        Threshold(0.0, 0.10),
+        optional=True,
+        informational=True,
+    ),
+    Rule("engine.preemptions", LOWER, False, Threshold(0.25, 10), optional=True),
+    Rule("engine.queue_time_mean_s", LOWER, True, Threshold(0.5, 0.05), optional=True),
+    Rule("engine.prefix_cache_hit_rate", HIGHER, False, Threshold(0.0, 0.05), optional=True),
+    Rule(
+        "engine.*",
+        LOWER,
+        False,
+        Threshold(0.25),
+        default=False,
+        optional=True,
+        informational=True,
+    ),
     Rule("events.unexpected_exits", LOWER, False, _NONE_ALLOWED),
     Rule("events.*", LOWER, False, _NONE_ALLOWED, default=False),
 )
@@ -255,8 +278,9 @@ def _markdown_row(row: Row, calibrated: bool) -> str:
     result = {
         OK: "✅",
         IMPROVED: "✅ improved",
-        NEW: "✅ new",
-        UNMEASURED: "✅ not measured in this run",
+        NEW: "✅ new (not in the baseline, not compared)",
+        UNMEASURED: "✅ not measured in this run, not compared",
+        WORSE: "⚠️ worse (informational, not failed)",
         REGRESSED: "❌ regressed",
         MISSING: "❌ missing in this run",
         OVER_LIMIT: f"❌ over the limit of {format_metric(row.metric, row.limit)}",
@@ -336,6 +360,8 @@ def compare(
             verdict = OVER_LIMIT
         else:
             verdict = _judge(rule, reference, normalized, threshold)
+            if verdict == REGRESSED and rule.informational:
+                verdict = WORSE
         change = None
         if reference and normalized is not None:
             change = (normalized - reference) / abs(reference)

@@ -29,7 +29,8 @@ def format_metric(name: str, value: float | None) -> str:
         return f"{value:+.2f} MB/h"
     if leaf.endswith("per_s"):
         return f"{value:,.2f}/s"
-    if leaf == "rate" or leaf.endswith("_share"):
+    is_share = leaf.endswith(("_share", "_hit_rate")) or leaf.startswith("kv_cache_usage")
+    if leaf == "rate" or is_share:
         return f"{value:.2%}"
     if any(part.endswith("_s") or part.startswith("seconds_") for part in parts):
         return format_seconds(value) if leaf != "n" else f"{value:,.0f}"

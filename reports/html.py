@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
+from reports.engine import NO_PANEL_NOTE
 from reports.formatting import format_metric, format_seconds
 from reports.recovery import STAGES
 
@@ -28,6 +29,8 @@ figcaption{color:#555;font-size:.9em}
 _CAPTIONS = {
     "memory": "Memory over time. Vertical lines mark OOM kills, restarts, recoveries and injected "
     "faults; ticks along the bottom mark context trims; the dotted line is progress (right axis).",
+    "engine": "The engine's own view from the target's /metrics: KV-cache usage with preemptions "
+    "marked (triangles), and requests waiting for and holding a slot.",
     "recovery": "Recovery after each death: seconds to process up, to ready, and to the first "
     "successful request.",
     "latency": "Latency percentiles per time bin; failed requests excluded.",
@@ -168,6 +171,36 @@ def _memory(summary: Mapping[str, Any]) -> str:
     return html
 
 
+_ENGINE_ROWS = (
+    ("kv_cache_usage_peak", "peak KV-cache usage"),
+    ("kv_cache_usage_mean", "mean KV-cache usage"),
+    ("requests_waiting_peak", "peak requests waiting"),
+    ("requests_waiting_mean", "mean requests waiting"),
+    ("requests_running_peak", "peak requests running"),
+    ("preemptions", "preemptions"),
+    ("queue_time_mean_s", "mean queue time"),
+    ("prefix_cache_hit_rate", "prefix-cache hit rate"),
+)
+
+
+def _engine(summary: Mapping[str, Any], has_panel: bool) -> str:
+    engine = summary.get("engine") or {}
+    unavailable = engine.get("unavailable") or {}
+    rows = []
+    for key, label in _ENGINE_ROWS:
+        value = engine.get(key)
+        if value is None:
+            rows.append((label, f"unavailable: {unavailable.get(key, 'not measured')}"))
+        else:
+            rows.append((label, format_metric(f"engine.{key}", value)))
+    if engine.get("counter_resets"):
+        rows.append(("counter resets (restarts)", engine["counter_resets"]))
+    html = _pairs(rows)
+    if not has_panel:
+        html += f'<p class="muted">{escape(NO_PANEL_NOTE)}.</p>'
+    return html
+
+
 def _recovery(summary: Mapping[str, Any]) -> str:
     recovery = summary["recovery"]
     if not recovery["incidents"]:
@@ -269,6 +302,7 @@ def render_html(summary: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         parts.append(f"<div class='warn'><strong>Warnings</strong><ul>{items}</ul></div>")
     parts += ["<h2>Traffic</h2>", _traffic(summary)]
     parts += ["<h2>Memory</h2>", _memory(summary)]
+    parts += ["<h2>Engine (the server's own metrics)</h2>", _engine(summary, "engine" in images)]
     parts += ["<h2>Recovery</h2>", _recovery(summary)]
     parts += ["<h2>Results and events</h2>", _other(summary)]
     parts.append("<h2>Figures</h2>")

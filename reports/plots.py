@@ -1,4 +1,5 @@
-"""Figures of one run (matplotlib Agg, no pyplot state): memory, recovery, latency, throughput.
+"""Figures of one run (matplotlib Agg, no pyplot state): memory, engine, recovery, latency,
+throughput.
 
 Each `*_figure` function returns a Figure (or None when the run has nothing to draw) so tests can
 inspect its artists; event markers carry `gid="event:<key>"` and `markers_in()` reads them back.
@@ -18,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from reports.downsample import downsample
+from reports.engine import has_engine_gauges, preemption_times
 from reports.recovery import STAGES, incidents
 from reports.rundata import Columns, RunData
 from reports.summary import (
@@ -354,6 +356,94 @@ def _vram_panel(
     ax.legend(loc="upper left", fontsize=8)
 
 
+def engine_figure(run: RunData, duration_s: float | None = None) -> Figure | None:
+    """The engine's own view: KV-cache usage (%) with preemptions marked, and requests waiting and
+    running; None when the target exposed none of these gauges (the page says so in one line)."""
+    server = run.samples.get("server")
+    if not has_engine_gauges(server):
+        return None
+    assert server is not None
+    axis = TimeAxis.for_run(run, duration_s)
+    markers = event_markers(run)
+    breaks = lifetime_boundaries(run)
+    figure = _new_figure(12, 5.5)
+    ax_kv, ax_queue = figure.subplots(2, 1, sharex=True)
+
+    usage = server.get("kv_cache_usage_perc")
+    ax_kv.set_title("KV-cache usage (the engine's own metric)")
+    if usage is None:
+        _note(ax_kv, "KV-cache usage: not exposed by the target")
+    else:
+        _series(
+            ax_kv,
+            axis,
+            server.t,
+            usage,
+            0.01,
+            breaks,
+            label="KV-cache usage",
+            color="#1f77b4",
+            gid="engine:kv_cache_usage",
+        )
+        ax_kv.set_ylim(0, 105)
+    ax_kv.set_ylabel("% of KV-cache blocks")
+    proxies = _draw_markers(ax_kv, markers, axis)
+    when, count = preemption_times(run)
+    if len(when):
+        ax_kv.plot(
+            axis(when),
+            np.ones_like(when),
+            linestyle="none",
+            marker="v",
+            markersize=7,
+            color="#d62728",
+            transform=ax_kv.get_xaxis_transform(),
+            gid="event:preemption",
+        )
+        proxies.append(
+            Line2D(
+                [],
+                [],
+                color="#d62728",
+                marker="v",
+                linestyle="none",
+                label=f"preemptions ({count.sum():,.0f})",
+            )
+        )
+    handles = ax_kv.get_legend_handles_labels()[0] + proxies
+    if handles:
+        ax_kv.legend(handles=handles, loc="upper left", fontsize=8, ncols=2)
+
+    ax_queue.set_title("Requests in the engine")
+    drawn = False
+    for name, label, colour in (
+        ("num_requests_waiting", "waiting", "#ff7f0e"),
+        ("num_requests_running", "running", "#2ca02c"),
+    ):
+        values = server.get(name)
+        if values is not None:
+            _series(
+                ax_queue,
+                axis,
+                server.t,
+                values,
+                1.0,
+                breaks,
+                label=label,
+                color=colour,
+                gid=f"engine:{name}",
+            )
+            drawn = True
+    if drawn:
+        ax_queue.legend(loc="upper left", fontsize=8)
+    else:
+        _note(ax_queue, "requests waiting/running: not exposed by the target")
+    ax_queue.set_ylabel("requests")
+    _draw_markers(ax_queue, markers, axis)
+    ax_queue.set_xlabel(axis.label)
+    return figure
+
+
 def recovery_figure(run: RunData) -> Figure | None:
     """Per incident: seconds from death to process up, ready and first success (requests failed
     noted above); right, each stage's distribution across incidents."""
@@ -547,6 +637,7 @@ def all_figures(run: RunData, duration_s: float | None) -> dict[str, Figure]:
     """Every figure the run has data for, by name (the PNG's stem), in reading order."""
     figures = {
         "memory": memory_figure(run, duration_s),
+        "engine": engine_figure(run, duration_s),
         "recovery": recovery_figure(run),
         "latency": latency_figure(run, duration_s),
         "throughput": throughput_figure(run, duration_s),

@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from harness.rundir import EVENTS, MANIFEST, REQUESTS, SAMPLES, read_jsonl
+from reports.engine import ENGINE_FIELDS, EngineRowReader
 from reports.locust_csv import LocustStats, read_locust
 
 # Per source, the fields reports use (see docs/run-directory.md); others are skipped while reading.
@@ -31,14 +32,8 @@ SAMPLE_FIELDS: dict[str, tuple[str, ...]] = {
         "pid",
     ),
     "vram": ("gpu", "used_bytes", "total_bytes", "process_used_bytes", "temperature_c"),
-    "server": (
-        "sim_vram_bytes",
-        "sim_vram_total_bytes",
-        "kv_cache_usage_perc",
-        "num_requests_running",
-        "num_requests_waiting",
-        "context_trims_total",
-    ),
+    # engine metrics under their canonical names (reports.engine folds in old and labelled ones)
+    "server": ("sim_vram_bytes", "sim_vram_total_bytes", "context_trims_total", *ENGINE_FIELDS),
     "disk": ("free_bytes", "total_bytes"),
     "load": ("users", "completed", "total", "cpu_percent"),
 }
@@ -190,10 +185,12 @@ def _number(value: Any) -> float:
 
 def _read_samples(path: Path) -> dict[str, Columns]:
     builders = {source: _ColumnBuilder(("t", *fields)) for source, fields in SAMPLE_FIELDS.items()}
+    engine_row = EngineRowReader()
     for record in read_jsonl(path):
-        builder = builders.get(record.get("source"))
+        source = record.get("source")
+        builder = builders.get(source)
         if builder is not None:
-            builder.add(record)
+            builder.add(engine_row(record) if source == "server" else record)
     result = {}
     for source, builder in builders.items():
         fields = builder.columns()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from harness.rundir import utc_iso
+from reports.engine import engine_summary
 from reports.leak import leak_check
 from reports.recovery import incidents, recovery_summary
 from reports.rundata import Columns, RunData
@@ -31,6 +32,9 @@ DEFINITIONS = {
     "percentiles across requests",
     "tpot_s": "(e2e - TTFT) / (output tokens - 1), per request",
     "error_rate": "failed attempts / all attempts (each attempt is one line of requests.jsonl)",
+    "engine": "the target's own /metrics (vLLM names): KV-cache usage 0-1 and queue gauges over "
+    "samples; preemptions, queue time and prefix-cache hits from counter increases over the run "
+    "(a fall or a restart is a reset)",
     "leak": "slope after warm-up, MB = 10^6 bytes; verdict needs 95% confidence and growth "
     "that continues into the last third of each process lifetime",
 }
@@ -63,6 +67,7 @@ def summarize(run: RunData) -> dict[str, Any]:
         )
     summary.update(_traffic(run, warnings))
     summary["memory"] = _memory(run, warnings)
+    summary["engine"] = engine_summary(run)
     summary["leak"] = _leaks(run)
     found = incidents(run.events)
     summary["recovery"] = recovery_summary(found)

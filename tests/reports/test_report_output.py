@@ -18,7 +18,7 @@ from reports.report import REPORT_HTML
 
 def test_every_png_is_a_real_non_blank_image(reported_run) -> None:
     _, files = reported_run
-    assert set(files.pngs) == {"memory", "recovery", "latency", "throughput"}
+    assert set(files.pngs) == {"memory", "engine", "recovery", "latency", "throughput"}
     for name, path in files.pngs.items():
         pixels = imread(path)
         assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.shape[1] > 400, name
@@ -96,7 +96,7 @@ def test_html_is_self_contained(reported_run) -> None:
     _, files = reported_run
     html = files.html_path.read_text()
     sources = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)""", html)
-    assert len(sources) == 4
+    assert len(sources) == len(files.pngs)
     assert all(source.startswith("data:image/png;base64,") for source in sources)
     assert "http://" not in html.replace("http://127.0.0.1:8000", "")
     assert "https://" not in html and "<script" not in html and "@import" not in html
