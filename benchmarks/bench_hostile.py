@@ -194,22 +194,28 @@ def bench_throughput(args: argparse.Namespace) -> tuple[str, bool]:
     bodies = _request_bodies(200)
     tree = _base_tree(args.base)
     new, old = _harness("--speed", "max"), _harness_at(tree)
-    rows = {"new": [], "base": []}
+    rows: dict[str, list[float]] = {"new": [], "base": []}
+    cpu: dict[str, list[float]] = {"new": [], "base": []}
     try:
         for server in (new, old):  # warm-up
             _measure(server, bodies, 1.0, 32)
         for _ in range(args.rounds):
             for name, server in (("new", new), ("base", old)):
-                rows[name].append(_measure(server, bodies, args.seconds, 32)["rps"])
+                measured = _measure(server, bodies, args.seconds, 32)
+                rows[name].append(measured["rps"])
+                cpu[name].append(measured["cpu_us"])
     finally:
         new.stop()
         old.stop()
     for name, values in rows.items():
         print(f"throughput {name:>4} (req/s): {', '.join(f'{v:.0f}' for v in values)}")
+        print(f"server CPU {name:>4} (us/req): {', '.join(f'{v:.0f}' for v in cpu[name])}")
     ratio = statistics.median(rows["new"]) / statistics.median(rows["base"])
+    cpu_ratio = statistics.median(cpu["new"]) / statistics.median(cpu["base"])
     line = (
         f"throughput: limited protocol {statistics.median(rows['new']):.0f} req/s vs "
-        f"{args.base} {statistics.median(rows['base']):.0f} req/s = {ratio:.2f}x (target >= 0.95x)"
+        f"{args.base} {statistics.median(rows['base']):.0f} req/s = {ratio:.2f}x (target >= 0.95x),"
+        f" server CPU per request {cpu_ratio:.2f}x"
     )
     return line, ratio >= 0.95
 

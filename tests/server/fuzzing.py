@@ -74,8 +74,9 @@ def _mutated(draw: st.DrawFn, path: str) -> bytes:
     body = orjson.loads(orjson.dumps(_VALID[path]))
     for _ in range(draw(st.integers(1, 3))):
         target = body
-        if "messages" in body and draw(st.booleans()):
-            message = body["messages"][draw(st.integers(0, len(body["messages"]) - 1))]
+        messages = body.get("messages")
+        if isinstance(messages, list) and messages and draw(st.booleans()):
+            message = messages[draw(st.integers(0, len(messages) - 1))]
             target = message if isinstance(message, dict) else body
         key = draw(st.sampled_from(sorted(target) or ["x"]))
         choice = draw(st.integers(0, 3))
