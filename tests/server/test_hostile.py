@@ -124,10 +124,13 @@ CASES = [
     ("multipart without closing boundary", "POST", "/v1/files",
      _multipart(_BOUNDARY, [("purpose", b"batch"), ("file", _LINE)], close=False), _FORM, 400),
     ("multipart of 100,000 fields", "POST", "/v1/files",
-     _multipart(_BOUNDARY, [(f"f{i}", b"v") for i in range(100_000)]), _FORM, 400),
+     _multipart(_BOUNDARY, [("purpose", b"batch"), ("file", _LINE)]
+                + [(f"f{i}", b"v") for i in range(100_000)]), _FORM, 400),
     ("multipart part header of 1 MB", "POST", "/v1/files",
-     b"--%s\r\nX-Big: %s\r\n\r\nv\r\n--%s--\r\n"
-     % (_BOUNDARY.encode(), b"a" * (1 << 20), _BOUNDARY.encode()), _FORM, 400),
+     _multipart(_BOUNDARY, [("purpose", b"batch")], close=False)
+     + b'--%s\r\nContent-Disposition: form-data; name="file"; filename="a"\r\nX-Big: %s\r\n\r\n'
+     % (_BOUNDARY.encode(), b"a" * (1 << 20)) + _LINE + b"\r\n--%s--\r\n" % _BOUNDARY.encode(),
+     _FORM, 400),
     ("multipart field value of 1 MB", "POST", "/v1/files",
      _multipart(_BOUNDARY, [("purpose", b"b" * (1 << 20))]), _FORM, 400),
     ("multipart boundary garbage", "POST", "/v1/files", b"\x00" * 1000, _FORM, 400),
