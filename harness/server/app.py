@@ -176,6 +176,9 @@ class HarnessApp:
             response = await handler(request, self.state, **params)
         except ApiError as error:
             response = error_response(error, ollama)
+            if error.status == 405:
+                allow = ", ".join(self.router.allowed(path)).encode()
+                response.headers = [*response.headers, (b"allow", allow)]
         except Exception:
             log.exception("unhandled error on %s %s", method, path[:200])
             response = error_response(INTERNAL_ERROR, ollama)

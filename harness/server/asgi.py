@@ -173,6 +173,13 @@ class Router:
                 return
         self._patterns.append((regex, {method: handler}))
 
+    def allowed(self, path: str) -> list[str]:
+        """The methods a path answers (the Allow header of a 405)."""
+        methods = self._exact.get(path)
+        if methods is None:
+            methods = next((m for p, m in self._patterns if p.match(path)), {})
+        return sorted(methods)
+
     def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
         """(handler, path params, path exists); handler None with True means wrong method."""
         methods = self._exact.get(path)

@@ -104,9 +104,9 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._idle = _idle_of(self.server_state)
         self._head_open = True  # waiting for (the rest of) a request head
         self._head_bytes = 0
-        self._header_count = 0
         self._body_bytes = 0
         self._body_started = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -117,7 +117,7 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
     # -- connection ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        idle = _idle_of(self.server_state)
+        idle = self._idle
         if len(self.connections) >= self.cap:
             victim = next(iter(idle), None)
             if victim is None:  # every connection is busy: shed the newcomer
@@ -135,7 +135,7 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._shed:
             return
-        _idle_of(self.server_state).pop(self, None)
+        self._idle.pop(self, None)
         self._disarm()
         super().connection_lost(exc)
 
@@ -144,9 +144,7 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
             return
         if self._head_open:
             if self._head_bytes == 0:
-                _idle_of(self.server_state).pop(self, None)
-                if self._timer is None:
-                    self._arm(self.limits.header_timeout_s, self._head_timeout)
+                self._idle.pop(self, None)
             while self._head_open and len(data) > self.limits.max_header_bytes - self._head_bytes:
                 room = self.limits.max_header_bytes - self._head_bytes
                 completed = self._completed
@@ -159,28 +157,26 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
                     return
             self._head_bytes += len(data)
         super().data_received(data)
+        # Timers only for what did not arrive whole: most requests come in one read.
+        if self._timer is None and not self._rejected and not self.transport.is_closing():
+            if self._head_open:
+                if self._head_bytes:
+                    self._arm(self.limits.header_timeout_s, self._head_timeout)
+            elif self.cycle is not None and self.cycle.more_body:
+                self._arm(self.limits.body_timeout_s, self._body_timeout)
 
     # -- parser callbacks ------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._header_count = 0
-        super().on_message_begin()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         self._head_open = False
-        self._disarm()
-        if self._header_count > self.limits.max_headers:
+        if self._timer is not None:
+            self._disarm()
+        if len(self.headers) > self.limits.max_headers:
             self._reject_head()
             return
         self._body_bytes = 0
         self._body_started = self.loop.time()
         super().on_headers_complete()
-        if self.cycle is not None and self.cycle.more_body and not self.transport.is_closing():
-            self._arm(self.limits.body_timeout_s, self._body_timeout)
 
     def on_body(self, body: bytes) -> None:
         if self._rejected:
@@ -192,7 +188,8 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         if self._rejected:
             return
         self._completed += 1
-        self._disarm()
+        if self._timer is not None:
+            self._disarm()
         self._head_open = True
         self._head_bytes = 0
         super().on_message_complete()
@@ -200,7 +197,7 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing() and not self.pipeline and self._head_open:
-            _idle_of(self.server_state)[self] = None
+            self._idle[self] = None
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -251,7 +248,7 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._rejected = True
         self._head_open = False
         self._disarm()
-        _idle_of(self.server_state).pop(self, None)
+        self._idle.pop(self, None)
         limits = self.limits
         message = (
             f"Request header fields too large: the limits are {limits.max_header_bytes} bytes "
@@ -262,7 +259,7 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._timer = self.loop.call_later(limits.linger_s, self.transport.close)
 
     def _close_idle(self) -> None:
-        _idle_of(self.server_state).pop(self, None)
+        self._idle.pop(self, None)
         if not self.transport.is_closing():
             self.transport.close()
 

@@ -58,6 +58,11 @@ _MESSAGE = {
             "description": "Required except on assistant turns; only text parts.",
         },
     },
+    "if": {"properties": {"role": {"not": {"const": "assistant"}}}},
+    "then": {
+        "required": ["content"],
+        "properties": {"content": {"type": ["string", "array"]}},
+    },
 }
 
 _GENERATION_COMMON = {
@@ -313,7 +318,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": ["object", "null"],
         "properties": {
             "num_predict": {
-                "type": ["integer", "null"],
+                "anyOf": [{"const": -1}, {"type": "integer", "minimum": 1}, {"type": "null"}],
                 "description": "-1 (no limit) or a positive integer.",
             }
         },
