@@ -33,6 +33,7 @@ class BatchJobUser(LLMUser):
     """Submits one batch of --batch-size candidate evaluations at a time and checks every result."""
 
     weight = 1
+    api = "openai"  # the Batch API is OpenAI's
     job_timeout_s = 600.0
     poll_first_s = 0.2
     poll_max_s = 5.0
@@ -124,6 +125,7 @@ class BatchJobUser(LLMUser):
             f"/v1/files/{file_id}/content", name="/v1/files/[id]/content", catch_response=True
         ) as response:
             failure = of_response(response, response.content)
+            self.note_outcome(failure)
             if failure is not None:
                 response.failure(RequestFailed(failure))
                 return None
@@ -137,8 +139,11 @@ class BatchJobUser(LLMUser):
             failure = of_response(response, response.content)
             if failure is None:
                 try:
-                    return orjson.loads(response.content or b"")
+                    answer = orjson.loads(response.content or b"")
                 except orjson.JSONDecodeError:
                     failure = Failure(HTTP_5XX, response.status_code, "the answer is not JSON")
+            self.note_outcome(failure)
+            if failure is None:
+                return answer
             response.failure(RequestFailed(failure))
             return None

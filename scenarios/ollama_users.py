@@ -12,7 +12,8 @@ class OllamaChatUser(LLMUser):
     """Streamed /api/chat: TTFT, ITL and tokens/s from Ollama's NDJSON messages and eval_count."""
 
     weight = 1
+    api = "ollama"
 
     @task
     def evaluate_candidate_ollama(self) -> None:
-        self.chat(stream=True, api="ollama")
+        self.chat(stream=True)

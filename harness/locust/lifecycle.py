@@ -12,6 +12,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,18 +24,24 @@ from locust.exception import StopTest
 
 import generators
 from generators import DatasetError
+from harness.arrivals import LagStats, trace_extent
 from harness.calibration import measure
 from harness.driver.dataset import from_file
 from harness.errors import UserError
+from harness.locust import stopping
 from harness.locust.context import (
     SHARED_ADMIN_TOKEN,
+    SHARED_SCHEDULE_START,
     SHARED_SUPERVISED,
     SHARED_WORKERS,
     RunContext,
     run_context,
 )
 from harness.locust.curves import DEFAULT_RUN_TIME_S
-from harness.locust.options import CHAOS_USER, Settings, add_arguments
+from harness.locust.failures import Rejections
+from harness.locust.openloop import OpenLoop, process_cap
+from harness.locust.options import CHAOS_USER, Settings, add_arguments, exposure_warnings
+from harness.locust.probe import check_apis, probe
 from harness.locust.records import RunLog
 from harness.locust.shape import LoadShape
 from harness.locust.target import EmbeddedTarget
@@ -44,6 +51,7 @@ from harness.supervision.samplers import LoadSampler, SamplerLoop, start_samplin
 from harness.supervision.supervisor import ADMIN_TOKEN_ENV
 
 logger = logging.getLogger(__name__)
+_SCHEDULE_LEAD_S = 0.25  # from test start to the first arrival: workers get the spawn job first
 
 events.init_command_line_parser.add_listener(add_arguments)
 
@@ -52,11 +60,16 @@ events.init_command_line_parser.add_listener(add_arguments)
 def _on_init(environment: Environment, **_: Any) -> None:
     context = RunContext(environment, RunLog(environment))
     environment.harness = context
+    stopping.register(environment)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the /metrics scraper, every tick
     options = environment.parsed_options
     if context.is_worker or options is None:
         return
+    for warning in exposure_warnings(options):
+        logger.warning(warning)
     _bound_the_load(environment)
+    if environment.host:
+        _prepare_or_exit(context)  # a wrong --host stops here, before a run directory exists
     run_dir = RunDir(options.run_dir) if options.run_dir else RunDir.create("runs", prefix="locust")
     options.run_dir = str(run_dir.path)
     context.run_dir = run_dir
@@ -70,6 +83,10 @@ def _on_init(environment: Environment, **_: Any) -> None:
         setattr(options, SHARED_ADMIN_TOKEN, server.admin_token)
         setattr(options, SHARED_SUPERVISED, True)
         context.log.attach(run_dir, lambda line: server.note_request(line["ok"], line["t_end"]))
+        _prepare_or_exit(context)
+
+
+def _prepare_or_exit(context: RunContext) -> None:
     try:
         _prepare(context)
     except UserError as exc:
@@ -84,6 +101,9 @@ def _bound_the_load(environment: Environment) -> None:
         environment.shape_class = LoadShape()  # a single locustfile was given, without the shape
         environment.shape_class.runner = environment.runner
     if environment.shape_class is None and options.headless and not options.run_time:
+        if options.trace:
+            logger.info("No --run-time given: the test ends when the trace does")
+            return
         options.run_time = int(DEFAULT_RUN_TIME_S)
         logger.info(f"No --run-time given: the test stops after {DEFAULT_RUN_TIME_S:g} s (set -t)")
 
@@ -111,18 +131,77 @@ def _start_embedded_server(environment: Environment, run_dir: RunDir) -> Embedde
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_: Any) -> None:
     context = run_context(environment)
+    if context.schedule_pending:
+        _report_schedule(context)  # the previous test's, now that the workers' lines are in
+    stopping.reset(environment)
+    context.rejections = Rejections()
     try:
         _prepare(context)
     except UserError as exc:
         environment.process_exit_code = 2
         raise StopTest(str(exc)) from None  # the test does not start; Locust logs why
+    options = environment.parsed_options
     if context.is_master:
-        setattr(environment.parsed_options, SHARED_WORKERS, environment.runner.worker_count)
+        setattr(options, SHARED_WORKERS, environment.runner.worker_count)
     if not context.is_worker:
+        setattr(options, SHARED_SCHEDULE_START, time.time() + _SCHEDULE_LEAD_S)
+        context.log.lag = LagStats()
         _start_sampling(context)
         _write_manifest(context)
+    if not context.is_master:
+        _start_open_loop(context)
     if environment.shape_class is not None:
         environment.shape_class.reset_time()  # -t counts from here, once the harness is ready
+
+
+def _start_open_loop(context: RunContext) -> None:
+    """This process's share of the arrivals (--rate, --trace), from the shared start time."""
+    settings = context.settings
+    if settings.arrivals is None:
+        context.open_loop = None
+        return
+    part, parts = context.part()
+    start_t = float(context.shared(SHARED_SCHEDULE_START) or time.time())
+    environment = context.environment
+    context.open_loop = OpenLoop(
+        settings.arrivals,
+        start_t,
+        part=part,
+        parts=parts,
+        cap=process_cap(settings.max_concurrency, parts),
+        on_drained=lambda sent: stopping.schedule_drained(environment, sent),
+    )
+    if not context.is_worker:
+        logger.info(
+            f"Open loop: {settings.arrivals.describe()}; at most {context.open_loop.cap} "
+            "requests in flight"
+        )
+
+
+def _report_schedule(context: RunContext) -> None:
+    """The test's schedule lag as an event (`behind_schedule` or `schedule_kept`) and a line."""
+    context.schedule_pending = False
+    verdict = context.log.lag.verdict(context.settings.schedule_lag_limit)
+    context.log.event("behind_schedule" if verdict["behind"] else "schedule_kept", **verdict)
+    if not verdict["arrivals"]:
+        logger.warning("Open loop: no scheduled request finished")
+        return
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.1f} ms"
+
+    figures = (
+        f"schedule lag p50 {ms(verdict['lag_p50_s'])}, p99 {ms(verdict['lag_p99_s'])}, "
+        f"max {ms(verdict['lag_max_s'])} over {verdict['arrivals']} requests"
+    )
+    if verdict["behind"]:
+        logger.warning(
+            f"Behind schedule: {figures} (limit p99 {ms(verdict['limit_s'])}): requests left "
+            "later than scheduled (a busy load generator, or --max-concurrency); SCHEDULED "
+            "entries and scheduled_latency_s time them from when they were due"
+        )
+    else:
+        logger.info(f"Schedule kept: {figures}")
 
 
 def _prepare(context: RunContext) -> None:
@@ -139,7 +218,8 @@ def _prepare(context: RunContext) -> None:
                 f"host {environment.host!r} is not a loopback http(s) URL; the harness only sends "
                 "load to this machine (use http://127.0.0.1:PORT)"
             )
-        _check_model(context)
+        _check_target(context)
+        _check_trace(context)
     if not context.is_master:
         try:
             context.prepare_prompts()
@@ -206,27 +286,42 @@ def _metrics_url(url: str) -> str | None:
     return metrics if ok else None
 
 
-def _check_model(context: RunContext) -> None:
-    """Stop before the load when the target does not serve the model the requests will name."""
+def _check_target(context: RunContext) -> None:
+    """Stop before the load when nothing answers, or the target does not speak the users' API
+    or serve the model the requests will name."""
+    host = context.environment.host.rstrip("/")
+    view = probe(host)
+    needs: dict[str, list[str]] = {}
+    for user_class in context.environment.user_classes:
+        if hasattr(user_class, "api"):  # one of ours; a plain Locust user may send anything
+            api = user_class.api or context.settings.api
+            needs.setdefault(api, []).append(user_class.__name__)
+    check_apis(view, needs)
     settings = context.settings
     model = settings.model
     if model is None and settings.dataset:
         model = next(generators.iter_requests(settings.dataset), ("", {}))[1].get("model")
     model = model or generators.DEFAULT_MODEL
-    host = context.environment.host.rstrip("/")
-    try:
-        served = [m["id"] for m in _get_json(f"{host}/v1/models")["data"]]
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
-        try:  # an Ollama without the OpenAI API
-            served = [m["name"] for m in _get_json(f"{host}/api/tags")["models"]]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            logger.info(f"{host} lists no models (/v1/models, /api/tags): model not checked")
-            return
-    if served and model not in served:
+    served = view.models
+    if served is None:
+        logger.info(f"{host} lists no models (/v1/models, /api/tags): model not checked")
+    elif served and model not in served:
         raise UserError(
             f"{host} does not serve model {model!r}; it serves {', '.join(served)}: "
             "pass one with --model"
         )
+
+
+def _check_trace(context: RunContext) -> None:
+    """Read a --trace through once before the load: a bad line stops the run now, not later."""
+    arrivals = context.settings.arrivals
+    if arrivals is None or not arrivals.finite or context.checked_trace == arrivals.trace:
+        return
+    count, span = trace_extent(arrivals.trace)
+    if not count:
+        raise UserError(f"--trace {arrivals.trace} has no requests")
+    logger.info(f"Trace {arrivals.trace}: {count} requests over {span:g} s")
+    context.checked_trace = arrivals.trace
 
 
 def _get_json(url: str) -> Any:
@@ -261,6 +356,9 @@ def _write_manifest(context: RunContext) -> None:
             "load_shape": settings.load_shape,
             "users": environment.parsed_options.num_users,
             "run_time_s": environment.parsed_options.run_time,
+            "arrivals": None
+            if settings.arrivals is None
+            else {**settings.arrivals.manifest(), "max_concurrency": settings.max_concurrency},
         },
     )
 
@@ -268,8 +366,15 @@ def _write_manifest(context: RunContext) -> None:
 @events.test_stop.add_listener
 def _on_test_stop(environment: Environment, **_: Any) -> None:
     context = run_context(environment)
+    if context.open_loop is not None:
+        context.open_loop.stop()
+        context.open_loop = None
     if context.is_worker or context.run_dir is None:
         return
+    if context.settings is not None and context.settings.arrivals is not None:
+        context.schedule_pending = True
+        if not context.is_master:  # a master waits for its workers' last lines
+            _report_schedule(context)
     if context.sampler is not None:
         context.sampler.stop()
         context.sampler = None
@@ -283,6 +388,8 @@ def _on_quitting(environment: Environment, **_: Any) -> None:
     context = run_context(environment)
     if context.is_worker or context.run_dir is None:
         return
+    if context.schedule_pending:
+        _report_schedule(context)
     if context.sampler is not None:
         context.sampler.stop()
         context.sampler = None
