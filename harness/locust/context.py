@@ -38,6 +38,7 @@ class RunContext:
     sampler: SamplerLoop | None = None
     open_loop: OpenLoop | None = None  # this process's arrivals, with --rate or --trace
     rejections: Rejections = field(default_factory=Rejections)
+    schedule_running: bool = False  # an open-loop test is on
     schedule_pending: bool = False  # an open-loop test ended; its schedule lag not yet reported
     checked_trace: str | None = None
     _prompts: PromptSource | None = None

@@ -142,12 +142,21 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
         raise StopTest(str(exc)) from None  # the test does not start; Locust logs why
     options = environment.parsed_options
     if context.is_master:
-        setattr(options, SHARED_WORKERS, environment.runner.worker_count)
+        workers = environment.runner.worker_count
+        setattr(options, SHARED_WORKERS, workers)
+        if context.settings.arrivals is not None and int(options.num_users or 1) < workers:
+            environment.process_exit_code = 2
+            raise StopTest(  # a worker without users would never send its share of arrivals
+                f"-u {options.num_users} is fewer than the {workers} workers: with --rate or "
+                f"--trace each worker sends its share of the arrivals, so give -u {workers} or more"
+            )
     if not context.is_worker:
-        setattr(options, SHARED_SCHEDULE_START, time.time() + _SCHEDULE_LEAD_S)
         context.log.lag = LagStats()
+        context.schedule_running = context.settings.arrivals is not None
         _start_sampling(context)
         _write_manifest(context)
+        # last: users spawn (here, or on the workers the spawn job reaches) right after this
+        setattr(options, SHARED_SCHEDULE_START, time.time() + _SCHEDULE_LEAD_S)
     if not context.is_master:
         _start_open_loop(context)
     if environment.shape_class is not None:
@@ -371,8 +380,8 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
         context.open_loop = None
     if context.is_worker or context.run_dir is None:
         return
-    if context.settings is not None and context.settings.arrivals is not None:
-        context.schedule_pending = True
+    if context.schedule_running:
+        context.schedule_running, context.schedule_pending = False, True
         if not context.is_master:  # a master waits for its workers' last lines
             _report_schedule(context)
     if context.sampler is not None:

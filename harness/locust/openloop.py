@@ -52,7 +52,7 @@ class OpenLoop:
         self._next = next(self._arrivals, None)  # a trace fills its reorder window here, not late
         self._slots = Semaphore(cap)
         self._requests = Group()
-        self._in_flight = 0
+        self._unfinished = 0  # claimed, and not yet answered (or killed)
         self._exhausted = False
         self._drained = Event()
         self._on_drained = on_drained
@@ -67,15 +67,15 @@ class OpenLoop:
             self._exhausted = True
             self._check_drained()
             return None
+        self._unfinished += 1
         return self.start_t + arrival[1]
 
     def dispatch(self, due_t: float, send: Callable[..., Any], *args: Any) -> None:
-        """Wait until due_t and a free slot, then run send(due_t, *args) in its own greenlet."""
+        """Wait until due_t (claimed) and a free slot, then run send(due_t, *args) in a greenlet."""
         delay = due_t - time.time()
         if delay > 0:
             gevent.sleep(delay)
         self._slots.acquire()
-        self._in_flight += 1
         self.sent += 1
         self._requests.spawn(send, due_t, *args).link(self._done)
 
@@ -90,12 +90,12 @@ class OpenLoop:
         self._requests.kill(block=False)
 
     def _done(self, _: Any) -> None:
-        self._in_flight -= 1
+        self._unfinished -= 1
         self._slots.release()
         self._check_drained()
 
     def _check_drained(self) -> None:
-        if self._exhausted and self._in_flight == 0 and not self._drained.is_set():
+        if self._exhausted and self._unfinished == 0 and not self._drained.is_set():
             self._drained.set()
             if self._on_drained is not None:
                 self._on_drained(self.sent)
