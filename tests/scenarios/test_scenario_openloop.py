@@ -21,12 +21,17 @@ def _offsets(lines: list[dict]) -> list[float]:
 
 
 def _assert_is_the_schedule(run: Run, expected: list[float], in_flight_at_stop: int = 30) -> None:
-    """Every line is one of the schedule's arrivals, once; all but the last few are there."""
+    """Every line is one of the schedule's arrivals, each once, and few of those due are missing
+    (requests still in flight when the test stopped are not recorded)."""
     sent = _offsets(run.requests())
     assert len(sent) > in_flight_at_stop
-    assert sent == pytest.approx(expected[: len(sent)], abs=1e-4)
-    tail = expected[len(sent) - in_flight_at_stop : len(sent)]
-    assert max(tail) < max(sent) + 1.0  # nothing missing from the middle
+    j = missing = 0
+    for offset in sent:  # both in time order: walk the schedule, skipping what was not sent
+        while j < len(expected) and expected[j] < offset - 1e-4:
+            j, missing = j + 1, missing + 1
+        assert j < len(expected) and abs(expected[j] - offset) <= 1e-4, offset
+        j += 1
+    assert missing <= in_flight_at_stop
 
 
 def _max_in_flight(lines: list[dict]) -> int:
