@@ -125,6 +125,7 @@ class BatchJobUser(LLMUser):
             f"/v1/files/{file_id}/content", name="/v1/files/[id]/content", catch_response=True
         ) as response:
             failure = of_response(response, response.content)
+            self.note_outcome(failure)
             if failure is not None:
                 response.failure(RequestFailed(failure))
                 return None
@@ -138,8 +139,11 @@ class BatchJobUser(LLMUser):
             failure = of_response(response, response.content)
             if failure is None:
                 try:
-                    return orjson.loads(response.content or b"")
+                    answer = orjson.loads(response.content or b"")
                 except orjson.JSONDecodeError:
                     failure = Failure(HTTP_5XX, response.status_code, "the answer is not JSON")
+            self.note_outcome(failure)
+            if failure is None:
+                return answer
             response.failure(RequestFailed(failure))
             return None

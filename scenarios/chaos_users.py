@@ -34,6 +34,7 @@ class OOMRecoveryUser(LLMUser):
     """One per run: an OOM every --chaos-every (default 30 s), at most --chaos-max per test."""
 
     abstract = not chaos_requested()
+    api = "openai"  # its probe is a chat completion
     fixed_count = 1
     default_every_s = 30.0
 

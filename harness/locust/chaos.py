@@ -1,7 +1,7 @@
 """Injecting an OOM into the target and timing its recovery from the client's side.
 
 Probes are plain HTTP that Locust does not count (a refused health poll is instrumentation, not
-a failed request). Recovery follows llm-metrics.md: death -> down seen -> ready (health 200) ->
+a failed request). Recovery follows docs/supervisor.md: death -> down seen -> ready (health 200) ->
 first successful chat request.
 """
 
@@ -97,7 +97,7 @@ class Recovery:
         return None if t is None else t - self.death_t
 
     def event_fields(self) -> dict:
-        """The fields of a `recovered` event (../shared/run-directory.md)."""
+        """The fields of a `recovered` event (docs/run-directory.md)."""
         return {
             "death_t": self.death_t,
             "seconds_to_ready": self.seconds(self.ready_t),

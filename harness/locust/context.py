@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.driver.errors import REJECTIONS_BEFORE_STOP, Failure
+from harness.locust.failures import Rejections
 from harness.locust.options import Settings
 from harness.locust.prompts import PromptSource, dataset_source, generated_source
 from harness.locust.records import RunLog
 
 if TYPE_CHECKING:
+    from harness.locust.openloop import OpenLoop
     from harness.locust.target import EmbeddedTarget
     from harness.rundir import RunDir
     from harness.supervision.samplers import SamplerLoop
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 SHARED_WORKERS = "harness_workers"
 SHARED_ADMIN_TOKEN = "harness_admin_token"
 SHARED_SUPERVISED = "harness_supervised"
+SHARED_SCHEDULE_START = "harness_schedule_start"
 
 
 @dataclass
@@ -34,23 +36,13 @@ class RunContext:
     run_dir: RunDir | None = None
     server: EmbeddedTarget | None = None
     sampler: SamplerLoop | None = None
+    open_loop: OpenLoop | None = None  # this process's arrivals, with --rate or --trace
+    rejections: Rejections = field(default_factory=Rejections)
+    schedule_running: bool = False  # an open-loop test is on
+    schedule_pending: bool = False  # an open-loop test ended; its schedule lag not yet reported
+    checked_trace: str | None = None
     _prompts: PromptSource | None = None
     _prompts_key: tuple[Any, ...] | None = field(default=None, repr=False)
-    _succeeded: bool = False
-    _rejections: int = 0
-
-    def misconfigured(self, failure: Failure | None) -> bool:
-        """True once the target rejected REJECTIONS_BEFORE_STOP requests (4xx) before any
-        success: every request would be (wrong API, model or URL), so stop instead of flooding."""
-        if failure is None:
-            self._succeeded = True
-            return False
-        if self._succeeded or failure.status is None or not 400 <= failure.status < 500:
-            return False
-        if failure.status == 429:
-            return False
-        self._rejections += 1
-        return self._rejections >= REJECTIONS_BEFORE_STOP
 
     @property
     def is_worker(self) -> bool:
@@ -70,14 +62,18 @@ class RunContext:
         """A value the master shares with workers through the parsed options."""
         return getattr(self.environment.parsed_options, name, default)
 
+    def part(self) -> tuple[int, int]:
+        """(this process's index, processes sending load): which prompts and arrivals are ours."""
+        if not self.is_worker:
+            return 0, 1
+        parts = max(1, int(self.shared(SHARED_WORKERS) or 1))
+        return max(0, self.environment.runner.worker_index) % parts, parts
+
     def prepare_prompts(self) -> None:
         """(Re)build this process's prompt source when the settings or the worker layout changed."""
         settings = self.settings
         assert settings is not None
-        part, parts = 0, 1
-        if self.is_worker:
-            parts = max(1, int(self.shared(SHARED_WORKERS) or 1))
-            part = max(0, self.environment.runner.worker_index) % parts
+        part, parts = self.part()
         key = (
             settings.dataset,
             settings.candidates,

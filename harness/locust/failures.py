@@ -12,7 +12,14 @@ from typing import Any
 
 import gevent
 
-from harness.driver.errors import CONNECTION, TIMEOUT, Failure, classify_response
+# The driver's rule and its threshold, one place: harness scale stops on the same count.
+from harness.driver.errors import (
+    CONNECTION,
+    REJECTIONS_BEFORE_STOP,
+    TIMEOUT,
+    Failure,
+    classify_response,
+)
 
 _FIRST_CLAUSE = re.compile(r"\.\s|\s\(|;\s")
 
@@ -56,3 +63,42 @@ def from_stream_error(status: int, message: str) -> Failure:
     failure = classify_response(500, message.encode(), None)
     assert failure is not None
     return failure._replace(status=status)
+
+
+class Rejections:
+    """`harness scale`'s rule: a target that rejects the first requests will reject them all.
+
+    Credentials refused (401/403) stop at once; REJECTIONS_BEFORE_STOP non-retryable 4xx
+    before any success stop too (a wrong model, API or port), instead of a flood of them.
+    """
+
+    def __init__(self, limit: int = REJECTIONS_BEFORE_STOP) -> None:
+        self.limit = limit
+        self.rejected = 0
+        self.succeeded = False
+        self.stopped = False
+
+    def note(self, failure: Failure | None) -> str | None:
+        """Count one outcome; the reason to stop the run (given once), or None to go on."""
+        reason = self._reason(failure)
+        if reason is None or self.stopped:
+            return None
+        self.stopped = True
+        return reason
+
+    def _reason(self, failure: Failure | None) -> str | None:
+        if failure is None:
+            self.succeeded = True
+            return None
+        text = f"HTTP {failure.status}: {short_message(failure.message)}"
+        if failure.status in (401, 403):
+            return f"the target answered {text}; it wants credentials these scenarios do not send"
+        if not failure.rejected or self.succeeded:
+            return None
+        self.rejected += 1
+        if self.rejected < self.limit:
+            return None
+        return (
+            f"the target rejected the first {self.rejected} requests (last: {text}); "
+            "check --model, --api and --host"
+        )

@@ -12,6 +12,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 from typing import Any
 
 import httpx
@@ -21,18 +22,24 @@ from locust.exception import StopTest
 
 import generators
 from generators import DatasetError
+from harness.arrivals import LagStats, trace_extent
 from harness.calibration import measure
 from harness.driver.dataset import from_file
 from harness.errors import UserError
+from harness.locust import stopping
 from harness.locust.context import (
     SHARED_ADMIN_TOKEN,
+    SHARED_SCHEDULE_START,
     SHARED_SUPERVISED,
     SHARED_WORKERS,
     RunContext,
     run_context,
 )
 from harness.locust.curves import DEFAULT_RUN_TIME_S
-from harness.locust.options import CHAOS_USER, Settings, add_arguments, wide_listeners
+from harness.locust.failures import Rejections
+from harness.locust.openloop import OpenLoop, process_cap
+from harness.locust.options import CHAOS_USER, Settings, add_arguments, exposure_warnings
+from harness.locust.probe import check_apis, probe
 from harness.locust.records import RunLog
 from harness.locust.shape import LoadShape
 from harness.locust.target import EmbeddedTarget
@@ -42,6 +49,7 @@ from harness.supervision.samplers import LoadSampler, SamplerLoop, start_samplin
 from harness.supervision.supervisor import ADMIN_TOKEN_ENV
 
 logger = logging.getLogger(__name__)
+_SCHEDULE_LEAD_S = 0.25  # from test start to the first arrival: workers get the spawn job first
 
 events.init_command_line_parser.add_listener(add_arguments)
 
@@ -50,13 +58,16 @@ events.init_command_line_parser.add_listener(add_arguments)
 def _on_init(environment: Environment, **_: Any) -> None:
     context = RunContext(environment, RunLog(environment))
     environment.harness = context
+    stopping.register(environment)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the /metrics scraper, every tick
     options = environment.parsed_options
     if context.is_worker or options is None:
         return
-    for warning in wide_listeners(options):
+    for warning in exposure_warnings(options):
         logger.warning(warning)
     _bound_the_load(environment)
+    if environment.host:
+        _prepare_or_exit(context)  # a wrong --host stops here, before a run directory exists
     run_dir = RunDir(options.run_dir) if options.run_dir else RunDir.create("runs", prefix="locust")
     options.run_dir = str(run_dir.path)
     context.run_dir = run_dir
@@ -70,6 +81,10 @@ def _on_init(environment: Environment, **_: Any) -> None:
         setattr(options, SHARED_ADMIN_TOKEN, server.admin_token)
         setattr(options, SHARED_SUPERVISED, True)
         context.log.attach(run_dir, lambda line: server.note_request(line["ok"], line["t_end"]))
+        _prepare_or_exit(context)
+
+
+def _prepare_or_exit(context: RunContext) -> None:
     try:
         _prepare(context)
     except UserError as exc:
@@ -84,6 +99,9 @@ def _bound_the_load(environment: Environment) -> None:
         environment.shape_class = LoadShape()  # a single locustfile was given, without the shape
         environment.shape_class.runner = environment.runner
     if environment.shape_class is None and options.headless and not options.run_time:
+        if options.trace:
+            logger.info("No --run-time given: the test ends when the trace does")
+            return
         options.run_time = int(DEFAULT_RUN_TIME_S)
         logger.info(f"No --run-time given: the test stops after {DEFAULT_RUN_TIME_S:g} s (set -t)")
 
@@ -111,18 +129,86 @@ def _start_embedded_server(environment: Environment, run_dir: RunDir) -> Embedde
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_: Any) -> None:
     context = run_context(environment)
+    if context.schedule_pending:
+        _report_schedule(context)  # the previous test's, now that the workers' lines are in
+    stopping.reset(environment)
+    context.rejections = Rejections()
     try:
         _prepare(context)
     except UserError as exc:
         environment.process_exit_code = 2
         raise StopTest(str(exc)) from None  # the test does not start; Locust logs why
+    options = environment.parsed_options
     if context.is_master:
-        setattr(environment.parsed_options, SHARED_WORKERS, environment.runner.worker_count)
+        workers = environment.runner.worker_count
+        setattr(options, SHARED_WORKERS, workers)
+        if context.settings.arrivals is not None and int(options.num_users or 1) < workers:
+            environment.process_exit_code = 2
+            raise StopTest(  # a worker without users would never send its share of arrivals
+                f"-u {options.num_users} is fewer than the {workers} workers: with --rate or "
+                f"--trace each worker sends its share of the arrivals, so give -u {workers} or more"
+            )
     if not context.is_worker:
+        context.log.lag = LagStats()
+        context.schedule_running = context.settings.arrivals is not None
         _start_sampling(context)
         _write_manifest(context)
+        # last: users spawn (here, or on the workers the spawn job reaches) right after this
+        setattr(options, SHARED_SCHEDULE_START, time.time() + _SCHEDULE_LEAD_S)
+    if not context.is_master:
+        _start_open_loop(context)
     if environment.shape_class is not None:
         environment.shape_class.reset_time()  # -t counts from here, once the harness is ready
+
+
+def _start_open_loop(context: RunContext) -> None:
+    """This process's share of the arrivals (--rate, --trace), from the shared start time."""
+    settings = context.settings
+    if settings.arrivals is None:
+        context.open_loop = None
+        return
+    part, parts = context.part()
+    start_t = float(context.shared(SHARED_SCHEDULE_START) or time.time())
+    environment = context.environment
+    context.open_loop = OpenLoop(
+        settings.arrivals,
+        start_t,
+        part=part,
+        parts=parts,
+        cap=process_cap(settings.max_concurrency, parts),
+        on_drained=lambda sent: stopping.schedule_drained(environment, sent),
+    )
+    if not context.is_worker:
+        logger.info(
+            f"Open loop: {settings.arrivals.describe()}; at most {context.open_loop.cap} "
+            "requests in flight"
+        )
+
+
+def _report_schedule(context: RunContext) -> None:
+    """The test's schedule lag as an event (`behind_schedule` or `schedule_kept`) and a line."""
+    context.schedule_pending = False
+    verdict = context.log.lag.verdict(context.settings.schedule_lag_limit)
+    context.log.event("behind_schedule" if verdict["behind"] else "schedule_kept", **verdict)
+    if not verdict["arrivals"]:
+        logger.warning("Open loop: no scheduled request finished")
+        return
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.1f} ms"
+
+    figures = (
+        f"schedule lag p50 {ms(verdict['lag_p50_s'])}, p99 {ms(verdict['lag_p99_s'])}, "
+        f"max {ms(verdict['lag_max_s'])} over {verdict['arrivals']} requests"
+    )
+    if verdict["behind"]:
+        logger.warning(
+            f"Behind schedule: {figures} (limit p99 {ms(verdict['limit_s'])}): requests left "
+            "later than scheduled (a busy load generator, or --max-concurrency); SCHEDULED "
+            "entries and scheduled_latency_s time them from when they were due"
+        )
+    else:
+        logger.info(f"Schedule kept: {figures}")
 
 
 def _prepare(context: RunContext) -> None:
@@ -140,6 +226,7 @@ def _prepare(context: RunContext) -> None:
                 "load to this machine (use http://127.0.0.1:PORT)"
             )
         _check_target(context)
+        _check_trace(context)
     if not context.is_master:
         try:
             context.prepare_prompts()
@@ -195,68 +282,46 @@ def _metrics_url(url: str) -> str | None:
 
 
 def _check_target(context: RunContext) -> None:
-    """Stop before the load when the target is down, does not speak the users' protocol, or
-    does not serve the model the requests will name."""
-    environment = context.environment
+    """Stop before the load when nothing answers, or the target does not speak the users' API
+    or serve the model the requests will name."""
+    host = context.environment.host.rstrip("/")
+    view = probe(host)
+    needs: dict[str, list[str]] = {}
+    for user_class in context.environment.user_classes:
+        if hasattr(user_class, "api"):  # one of ours; a plain Locust user may send anything
+            api = user_class.api or context.settings.api
+            needs.setdefault(api, []).append(user_class.__name__)
+    check_apis(view, needs)
     settings = context.settings
-    host = environment.host.rstrip("/")
-    openai, ollama = _probe(f"{host}/v1/models"), _probe(f"{host}/api/tags")
-    if isinstance(openai, httpx.TransportError) and isinstance(ollama, httpx.TransportError):
-        raise UserError(
-            f"{host} does not answer ({type(openai).__name__}: {openai}); start the server or "
-            "fix --host"
-        )
-    apis = {getattr(user, "api", None) or settings.api for user in environment.user_classes}
-    if "ollama" in apis and not isinstance(ollama, dict):
-        raise UserError(
-            f"{host} has no Ollama API (GET /api/tags: {_answer(ollama)}); for an "
-            "OpenAI-compatible server use --api openai with ChatUser or StreamingChatUser"
-        )
-    if "openai" in apis and not isinstance(openai, dict) and isinstance(ollama, dict):
-        raise UserError(
-            f"{host} looks like Ollama without the OpenAI API (GET /v1/models: "
-            f"{_answer(openai)}); use --api ollama"
-        )
-    try:
-        if isinstance(openai, dict):
-            served = [m["id"] for m in openai["data"]]
-        elif isinstance(ollama, dict):
-            served = [m["name"] for m in ollama["models"]]
-        else:
-            served = []
-    except (KeyError, TypeError):
-        served = []
-    if not served:
-        logger.info(f"{host} lists no models (/v1/models, /api/tags): model not checked")
-        return
     model = settings.model
     if model is None and settings.dataset:
         model = next(generators.iter_requests(settings.dataset), ("", {}))[1].get("model")
     model = model or generators.DEFAULT_MODEL
-    if model not in served:
+    served = view.models
+    if served is None:
+        logger.info(f"{host} lists no models (/v1/models, /api/tags): model not checked")
+    elif served and model not in served:
         raise UserError(
             f"{host} does not serve model {model!r}; it serves {', '.join(served)}: "
             "pass one with --model"
         )
 
 
-def _probe(url: str) -> Any:
-    """The JSON document at url, else its status code (an int), else the transport error;
-    straight from the loopback target, never through an http_proxy."""
-    try:
-        response = httpx.get(url, timeout=10, trust_env=False)
-    except httpx.TransportError as exc:
-        return exc
-    if response.status_code != 200:
-        return response.status_code
-    try:
-        return response.json()
-    except ValueError:
-        return response.status_code
+def _check_trace(context: RunContext) -> None:
+    """Read a --trace through once before the load: a bad line stops the run now, not later."""
+    arrivals = context.settings.arrivals
+    if arrivals is None or not arrivals.finite or context.checked_trace == arrivals.trace:
+        return
+    count, span = trace_extent(arrivals.trace)
+    if not count:
+        raise UserError(f"--trace {arrivals.trace} has no requests")
+    logger.info(f"Trace {arrivals.trace}: {count} requests over {span:g} s")
+    context.checked_trace = arrivals.trace
 
 
-def _answer(probe: Any) -> str:
-    return f"HTTP {probe}" if isinstance(probe, int) else type(probe).__name__
+def _get_json(url: str) -> Any:
+    """GET a JSON document straight from the loopback target (never through an http_proxy)."""
+    return httpx.get(url, timeout=10, trust_env=False).raise_for_status().json()
 
 
 def _write_manifest(context: RunContext) -> None:
@@ -286,6 +351,9 @@ def _write_manifest(context: RunContext) -> None:
             "load_shape": settings.load_shape,
             "users": environment.parsed_options.num_users,
             "run_time_s": environment.parsed_options.run_time,
+            "arrivals": None
+            if settings.arrivals is None
+            else {**settings.arrivals.manifest(), "max_concurrency": settings.max_concurrency},
         },
     )
 
@@ -293,8 +361,15 @@ def _write_manifest(context: RunContext) -> None:
 @events.test_stop.add_listener
 def _on_test_stop(environment: Environment, **_: Any) -> None:
     context = run_context(environment)
+    if context.open_loop is not None:
+        context.open_loop.stop()
+        context.open_loop = None
     if context.is_worker or context.run_dir is None:
         return
+    if context.schedule_running:
+        context.schedule_running, context.schedule_pending = False, True
+        if not context.is_master:  # a master waits for its workers' last lines
+            _report_schedule(context)
     if context.sampler is not None:
         context.sampler.stop()
         context.sampler = None
@@ -308,6 +383,8 @@ def _on_quitting(environment: Environment, **_: Any) -> None:
     context = run_context(environment)
     if context.is_worker or context.run_dir is None:
         return
+    if context.schedule_pending:
+        _report_schedule(context)
     if context.sampler is not None:
         context.sampler.stop()
         context.sampler = None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.arrivals import ARRIVALS, DEFAULT_LAG_LIMIT_S, ArrivalSpec
 from harness.errors import UserError
 from harness.locust.curves import LOAD_SHAPES
 from harness.net import LOOPBACK_HOST, is_loopback_host, is_loopback_url
@@ -26,6 +27,9 @@ from harness.units import parse_duration
 APIS = ("openai", "ollama")
 CHAOS_USER = "OOMRecoveryUser"
 DEFAULT_CANDIDATES = 200
+LOOPBACK = LOOPBACK_HOST
+# Locust's own listening sockets, bound to loopback unless the user says otherwise.
+_LISTENERS = {"web_host": "--web-host", "master_bind_host": "--master-bind-host"}
 
 
 def _positive_int(text: str) -> int:
@@ -45,6 +49,16 @@ def _seconds(text: str) -> float:
         raise ArgumentTypeError(str(exc)) from None
     if value <= 0:
         raise ArgumentTypeError(f"{text!r} must be longer than 0 s")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and value < float("inf")):
+        raise ArgumentTypeError(f"{text!r} must be above 0")
     return value
 
 
@@ -123,6 +137,50 @@ def add_arguments(parser: Any) -> None:
         "Default: steady",
     )
     add(
+        "--rate",
+        type=_positive_float,
+        metavar="<req/s>",
+        help="Open loop: chat requests arrive at this rate (whole run, all processes), sent "
+        "at their scheduled times however many are in flight. Default: closed loop (-u users, "
+        "one request in flight each)",
+    )
+    add(
+        "--arrival",
+        choices=ARRIVALS,
+        default="poisson",
+        help="How --rate arrivals are spaced: constant, poisson or gamma (vLLM bench's). "
+        "Default: poisson",
+    )
+    add(
+        "--burstiness",
+        type=_positive_float,
+        default=1.0,
+        metavar="<float>",
+        help="Shape of --arrival gamma: gaps' CV is 1/sqrt(B); below 1 burstier, 1 is Poisson. "
+        "Default: 1",
+    )
+    add(
+        "--trace",
+        metavar="<path>",
+        help="Open loop: replay the send times of a trace (JSONL: Mooncake/AIPerf `timestamp` "
+        "in ms, or a harness requests.jsonl); the test ends when the trace does",
+    )
+    add(
+        "--max-concurrency",
+        type=_positive_int,
+        metavar="<int>",
+        help="With --rate or --trace: most requests in flight at once (whole run); an arrival "
+        "that finds them all busy waits, and its lag shows it. Default: 1024 per process",
+    )
+    add(
+        "--schedule-lag-limit",
+        type=_seconds,
+        default=DEFAULT_LAG_LIMIT_S,
+        metavar="<duration>",
+        help="A run whose schedule lag p99 (actual minus scheduled send time) exceeds this is "
+        f"flagged behind schedule. Default: {DEFAULT_LAG_LIMIT_S * 1000:g}ms",
+    )
+    add(
         "--run-dir",
         metavar="<dir>",
         web_ui=False,
@@ -161,27 +219,47 @@ def add_arguments(parser: Any) -> None:
         web_ui=False,
         help="Most OOMs one test injects. Default: 10",
     )
-    # Locust binds its web UI and master port to every interface, with no authentication.
-    parser.set_defaults(web_host=LOOPBACK_HOST, master_bind_host=LOOPBACK_HOST)
+    _bind_to_loopback(parser)
     parser.parse_args = functools.partial(_parse_and_check, parser, parser.parse_args)
 
 
-def wide_listeners(options: Any) -> list[str]:
-    """Warnings for listeners a user opened beyond loopback (web UI, master port)."""
-    wide = []
-    if not getattr(options, "headless", False) and not _loopback_bind(options.web_host):
-        wide.append(f"--web-host {options.web_host or '*'}: the web UI")
-    if getattr(options, "master", False) and not _loopback_bind(options.master_bind_host):
-        wide.append(f"--master-bind-host {options.master_bind_host}: the master port")
-    return [
-        f"{what} listens beyond this machine with no authentication; anyone who reaches it "
-        "can start load. Use 127.0.0.1 unless you mean it"
-        for what in wide
-    ]
+def _bind_to_loopback(parser: Any) -> None:
+    """Locust's web UI and master port listen on 127.0.0.1 unless --web-host or
+    --master-bind-host (or their LOCUST_ variables or config keys) open them wider."""
+    parser.set_defaults(**dict.fromkeys(_LISTENERS, LOOPBACK))
+    for action in parser._actions:  # the --help text says the harness's default, not Locust's
+        if action.dest in _LISTENERS:
+            action.default = LOOPBACK
+            action.help = (
+                f"Interface to listen on; '*' for all. Default: {LOOPBACK} (the harness plugin; "
+                "Locust's own default is every interface)"
+            )
 
 
-def _loopback_bind(host: str) -> bool:
-    return host not in ("", "*") and is_loopback_host(host)
+def exposure_warnings(options: Namespace) -> list[str]:
+    """One line for each Locust socket this run opens beyond loopback, which nothing guards."""
+    warnings = []
+    web_host = getattr(options, "web_host", LOOPBACK)
+    if not getattr(options, "headless", False) and not _is_loopback_host(web_host):
+        login = "" if getattr(options, "web_login", False) else " without a login"
+        warnings.append(
+            f"the Locust web UI listens on {web_host or '*'}:{options.web_port}{login}: anyone "
+            f"who can reach this machine can start load from it (--web-host {LOOPBACK}, the "
+            "default, keeps it local)"
+        )
+    bind_host = getattr(options, "master_bind_host", LOOPBACK)
+    is_master = getattr(options, "master", False) or getattr(options, "processes", None)
+    if is_master and not _is_loopback_host(bind_host):
+        warnings.append(
+            f"the Locust master listens on {bind_host or '*'}:{options.master_bind_port} "
+            "with no authentication: any process that reaches it joins as a worker and gets "
+            f"the test (--master-bind-host {LOOPBACK}, the default, keeps it local)"
+        )
+    return warnings
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    return bool(host) and host != "*" and is_loopback_host(host)
 
 
 def _parse_and_check(parser: Any, parse_args: Callable[..., Namespace], *args: Any, **kwargs: Any):
@@ -193,28 +271,10 @@ def _parse_and_check(parser: Any, parse_args: Callable[..., Namespace], *args: A
     options = parse_args(*args, **kwargs)
     try:
         check_options(options)
-        _check_user_classes(options)
+        check_user_classes(options)
     except UserError as exc:
         parser.error(str(exc))
     return options
-
-
-def _check_user_classes(options: Namespace) -> None:
-    """Name the user classes there are when one asked for is unknown (Locust only says which)."""
-    from locust import User  # under Locust only: options.py is usable without it
-
-    known: set[str] = set()
-    pending = list(User.__subclasses__())
-    while pending:
-        user = pending.pop()
-        pending.extend(user.__subclasses__())
-        if not user.abstract:
-            known.add(user.__name__)
-    unknown = [name for name in getattr(options, "user_classes", None) or () if name not in known]
-    if unknown and known:
-        raise UserError(
-            f"unknown user class {', '.join(unknown)}; the classes are {', '.join(sorted(known))}"
-        )
 
 
 def check_options(options: Namespace) -> None:
@@ -232,6 +292,15 @@ def check_options(options: Namespace) -> None:
                 "`harness gen --n 1000 --format jsonl --out data.jsonl`"
             )
         options.dataset = str(dataset.resolve())
+    if getattr(options, "trace", None):
+        trace = Path(options.trace).expanduser()
+        if not trace.is_file():
+            raise UserError(
+                f"--trace {options.trace!r} is not a file: give a JSONL trace (Mooncake/AIPerf "
+                "`timestamp` in ms) or a harness run's requests.jsonl"
+            )
+        options.trace = str(trace.resolve())
+    arrival_spec(options)
     try:
         shlex.split(options.server_args or "")
     except ValueError as exc:
@@ -259,6 +328,9 @@ class Settings:
     load_shape: str
     chaos_every: float | None
     chaos_max: int
+    arrivals: ArrivalSpec | None
+    max_concurrency: int | None
+    schedule_lag_limit: float
 
     @classmethod
     def from_options(cls, options: Namespace) -> Settings:
@@ -290,7 +362,94 @@ class Settings:
             load_shape=choice("load_shape", LOAD_SHAPES),
             chaos_every=value("chaos_every", _seconds),
             chaos_max=value("chaos_max", _positive_int, 10),
+            arrivals=arrival_spec(options, value),
+            max_concurrency=value("max_concurrency", _positive_int),
+            schedule_lag_limit=value("schedule_lag_limit", _seconds, DEFAULT_LAG_LIMIT_S),
         )
+
+
+def arrival_spec(options: Namespace, value: Callable[..., Any] | None = None) -> ArrivalSpec | None:
+    """The open-loop schedule the options ask for; None for closed-loop users."""
+    if value is None:
+        value = functools.partial(_raw_option, options)
+    rate = value("rate", _positive_float)
+    trace = value("trace", str)
+    arrival = value("arrival", str, "poisson")
+    burstiness = value("burstiness", _positive_float, 1.0)
+    if rate is None and trace is None:
+        if arrival != "poisson" or burstiness != 1.0:
+            raise UserError("--arrival and --burstiness shape the arrivals of --rate: give --rate")
+        return None
+    if rate is not None and trace is not None:
+        raise UserError("--rate and --trace both set the arrivals: give one")
+    if trace is not None and (arrival != "poisson" or burstiness != 1.0):
+        raise UserError("--trace replays its own times: drop --arrival and --burstiness")
+    load_shape = getattr(options, "load_shape", None) or "steady"
+    if load_shape != "steady":
+        raise UserError(
+            f"--load-shape {load_shape} moves users, but with --rate or --trace the arrivals set "
+            "the load: drop --load-shape"
+        )
+    if arrival not in ARRIVALS:
+        raise UserError(f"--arrival {arrival!r}: choose one of {', '.join(ARRIVALS)}")
+    try:
+        return ArrivalSpec(
+            rate=rate,
+            arrival=arrival,
+            burstiness=burstiness,
+            seed=value("seed", int, 0),
+            trace=trace,
+        )
+    except UserError as exc:
+        raise UserError(f"--rate/--trace: {exc}") from None
+
+
+def _raw_option(options: Namespace, name: str, convert: Callable[[str], Any], default: Any = None):
+    raw = getattr(options, name, None)
+    if raw is None or raw == "":
+        return default
+    return convert(raw) if isinstance(raw, str) else raw
+
+
+def check_user_classes(options: Namespace) -> None:
+    """Unknown user class names, refused with the names the locustfiles define.
+
+    Runs as options are parsed, after Locust has imported the locustfiles and before it checks
+    the names itself ("Unknown User(s)" without saying which exist).
+    """
+    wanted = list(getattr(options, "user_classes", None) or ())
+    if not wanted:
+        return
+    defined = defined_user_classes(getattr(options, "locustfile", None))
+    if defined is None:
+        return  # locustfiles from a URL or a master: Locust checks the names
+    unknown = [name for name in wanted if name not in defined]
+    if unknown:
+        hint = "" if CHAOS_USER in defined else f" ({CHAOS_USER} with --chaos-every)"
+        raise UserError(
+            f"unknown user class {', '.join(unknown)}; the locustfiles define "
+            f"{', '.join(sorted(defined))}{hint}"
+        )
+
+
+def defined_user_classes(locustfile: str | None) -> set[str] | None:
+    """Names of the runnable User classes in the loaded locustfiles, as Locust finds them."""
+    from locust.argument_parser import parse_locustfile_paths
+    from locust.util.load_locustfile import is_user_class
+    from locust.util.url import is_url
+
+    if not locustfile or locustfile == "-":
+        return None
+    given = [part.strip() for part in locustfile.split(",")]
+    if any(is_url(part) for part in given):
+        return None
+    paths = {os.path.abspath(path) for path in parse_locustfile_paths(given)}
+    names: set[str] = set()
+    for module in list(sys.modules.values()):
+        module_file = getattr(module, "__file__", None)
+        if module_file and os.path.abspath(module_file) in paths:
+            names.update(name for name, item in vars(module).items() if is_user_class(item))
+    return names
 
 
 def chaos_requested(argv: list[str] | None = None) -> bool:

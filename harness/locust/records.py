@@ -14,6 +14,7 @@ from typing import Any
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
+from harness.arrivals import LagStats
 from harness.rundir import EVENTS, REQUESTS, RunDir
 
 _REPORT_KEY = "harness_lines"  # our part of a worker's stats report
@@ -27,6 +28,7 @@ class RunLog:
         self._on_request: Callable[[dict[str, Any]], None] | None = None
         self._pending: list[tuple[str, dict[str, Any]]] = []
         self.failures = 0  # failed requests seen by this process (chaos users read it)
+        self.lag = LagStats()  # schedule lag of the open-loop lines written here, this test
         events = environment.events
         if isinstance(environment.runner, WorkerRunner):
             events.report_to_master.add_listener(self._on_report_to_master)
@@ -59,7 +61,11 @@ class RunLog:
     def _write(self, name: str, line: dict[str, Any]) -> None:
         assert self._run_dir is not None
         self._run_dir.writer(name).write(line)
-        if name == REQUESTS and self._on_request is not None:
+        if name != REQUESTS:
+            return
+        if line.get("schedule_lag_s") is not None:
+            self.lag.add(line["schedule_lag_s"])
+        if self._on_request is not None:
             self._on_request(line)
 
     def _on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:

@@ -7,6 +7,7 @@ UI may change the option between tests); -u, -r and -t keep their meaning (see c
 from __future__ import annotations
 
 import logging
+import math
 
 from locust import LoadTestShape
 
@@ -29,11 +30,17 @@ class LoadShape(LoadTestShape):
         options = self.runner.environment.parsed_options if self.runner else None
         if options is None:
             return None
-        shape = Settings.from_options(options).load_shape
+        settings = Settings.from_options(options)
+        shape = settings.load_shape
         duration = float(options.run_time or 0) or default_duration(shape)
+        if not options.run_time and settings.arrivals is not None and settings.arrivals.finite:
+            duration = math.inf  # a trace ends the test when it is over
         if self._announced != (shape, duration):
             self._announced = (shape, duration)
-            note = "" if options.run_time else " (no --run-time given; set -t to change)"
-            logger.info(f"Load shape {shape}: the test ends after {duration:g} s{note}")
+            if math.isinf(duration):
+                logger.info("No --run-time given: the test ends when the trace does")
+            else:
+                note = "" if options.run_time else " (no --run-time given; set -t to change)"
+                logger.info(f"Load shape {shape}: the test ends after {duration:g} s{note}")
         users = users_at(shape, self.get_run_time(), duration, int(options.num_users or 1))
         return None if users is None else (users, float(options.spawn_rate or 1))

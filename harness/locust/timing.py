@@ -1,4 +1,4 @@
-"""Timing of one chat answer, as ../shared/llm-metrics.md defines TTFT, ITL, TPOT and tokens/s.
+"""Timing of one chat answer, as docs/scenarios.md (Metrics) defines TTFT, ITL, TPOT and tokens/s.
 
 TTFT counts from the request being sent to the first chunk whose content is not empty (a role-only
 or empty delta does not count). ITL is the mean gap per token after the first content chunk, so

@@ -1,4 +1,8 @@
-"""LLMUser: the base of the chat scenarios, a closed-loop client timing what llm-metrics.md defines.
+"""LLMUser: the base of the chat scenarios, a client timing what docs/scenarios.md defines.
+
+Closed loop by default (one request in flight per user); with --rate or --trace each user
+hands out this process's scheduled arrivals instead (openloop.py), and every request is also
+timed from its scheduled send time.
 
 Each chat request is one Locust request entry (end-to-end latency, to the last byte for streams)
 plus, for a successful answer, entries of its own for TTFT, ITL and tokens/s. Those are logged
@@ -8,17 +12,20 @@ into their stats entries directly rather than fired as request events, so Locust
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
 import gevent
 import orjson
 from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, FastHttpUser, ResponseContextManager
+from locust.env import Environment
 from locust.exception import StopUser
 
 from harness.driver.errors import CONNECTION, HTTP_5XX, RATE_LIMITED, Failure
-from harness.locust import lifecycle  # noqa: F401 - registers the plugin's options and hooks
+from harness.locust import (
+    lifecycle,  # noqa: F401 - registers the plugin's options and hooks
+    stopping,
+)
 from harness.locust.context import RunContext, run_context
 from harness.locust.failures import (
     RequestFailed,
@@ -27,6 +34,7 @@ from harness.locust.failures import (
     of_response,
     short_message,
 )
+from harness.locust.openloop import DEFAULT_PROCESS_CAP
 from harness.locust.protocol import (
     ENDPOINTS,
     StreamError,
@@ -40,25 +48,48 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
 
-logger = logging.getLogger(__name__)
-
 
 class LLMUser(FastHttpUser):
     """A user that sends candidate evaluations one at a time, as a batch client does."""
 
     abstract = True
-    api: str | None = None  # the wire protocol it speaks; None: the --api option's
-    concurrency = 1  # one request in flight per user
+    api: str | None = None  # the chat API this class sends; None: --api
+    concurrency = 1  # one request in flight per user (closed loop)
     network_timeout = 300.0  # a long answer from a loaded server is slow, not broken
     connection_timeout = 10.0
+
+    def __init__(self, environment: Environment) -> None:
+        options = environment.parsed_options
+        open_loop = options is not None and (options.rate or options.trace)
+        if open_loop:
+            # open loop: this user's requests overlap (connections open lazily, up to the cap)
+            self.concurrency = int(options.max_concurrency or DEFAULT_PROCESS_CAP)
+        super().__init__(environment)
 
     def on_start(self) -> None:
         self.run: RunContext = run_context(self.environment)
         self._backoff_s = 0.0
 
-    def chat(self, *, stream: bool, api: str | None = None) -> None:
-        """Send the next candidate evaluation and record it (stats entries, requests.jsonl)."""
-        api = api or self.api or self.run.settings.api
+    def chat(self, *, stream: bool) -> None:
+        """Send the next candidate evaluation and record it (stats entries, requests.jsonl).
+
+        Open loop: wait for the next scheduled arrival and send it without waiting for the
+        answer; once a trace is over, wait for the last answers and stop.
+        """
+        api = self.api or self.run.settings.api
+        open_loop = self.run.open_loop
+        if open_loop is None:
+            failure = self._send(None, api, stream)
+            self._pace(failure)
+            return
+        due_t = open_loop.claim()
+        if due_t is None:
+            open_loop.wait_drained()
+            raise StopUser()
+        open_loop.dispatch(due_t, self._send, api, stream)
+
+    def _send(self, due_t: float | None, api: str, stream: bool) -> Failure | None:
+        """One chat request, recorded; due_t is its scheduled send time (open loop)."""
         prompt = self.run.prompts.next()
         endpoint = ENDPOINTS[api]
         name = f"{endpoint} (stream)" if stream else endpoint
@@ -80,14 +111,21 @@ class LLMUser(FastHttpUser):
                 failure, metrics = _read_whole(api, response, sent)
             if failure is not None:
                 response.failure(RequestFailed(failure))
-        self._record(t, prompt.custom_id, name, stream, response.status_code, failure, metrics)
-        if self.run.misconfigured(failure):
-            self._stop_rejected(failure)
-        self._pace(failure)
+        status = response.status_code
+        self._record(t, due_t, prompt.custom_id, name, stream, status, failure, metrics)
+        self.note_outcome(failure)
+        return failure
+
+    def note_outcome(self, failure: Failure | None) -> None:
+        """Stop the run when the target rejects requests as `harness scale` would stop."""
+        reason = self.run.rejections.note(failure)
+        if reason is not None:
+            stopping.stop_run(self.environment, reason)
 
     def _record(
         self,
         t: float,
+        due_t: float | None,
         custom_id: str,
         name: str,
         stream: bool,
@@ -112,30 +150,26 @@ class LLMUser(FastHttpUser):
             "attempt": 1,
             "scenario": type(self).__name__,
             "endpoint": name,
+            "scheduled_t": due_t,
+            "schedule_lag_s": None if due_t is None else t - due_t,
+            "scheduled_latency_s": None if due_t is None else t + metrics.e2e_s - due_t,
         }
         if stream:
             line["token_basis"] = metrics.token_basis
         if not ok:
             line["message"] = short_message(failure.message)
         self.run.log.request(line)
+        stats = self.environment.stats
+        if due_t is not None:
+            stats.get("schedule", "LAG").log(max(0.0, t - due_t) * 1000, 0)
+            stats.get(name, "SCHEDULED").log(line["scheduled_latency_s"] * 1000, 0)
         if ok:
-            stats = self.environment.stats
             if metrics.ttft_s is not None:
                 stats.get(name, "TTFT").log(metrics.ttft_s * 1000, 0)
             if metrics.itl_mean_s is not None:
                 stats.get(name, "ITL").log(metrics.itl_mean_s * 1000, 0)
             if metrics.tokens_per_s is not None:
                 stats.get(name, "tokens/s").log(metrics.tokens_per_s, 0)
-
-    def _stop_rejected(self, failure: Failure) -> None:
-        """One line and a stop, as `harness scale` does, instead of a flood of rejections."""
-        logger.error(
-            f"{self.host} rejected every request so far ({RequestFailed(failure)}): stopping; "
-            "check --api, --model and --host"
-        )
-        self.environment.process_exit_code = 2
-        gevent.spawn(self.environment.runner.quit)
-        raise StopUser
 
     def _pace(self, failure: Failure | None) -> None:
         """After a refused connection or a 429, back off (doubling) rather than spin."""

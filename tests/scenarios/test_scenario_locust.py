@@ -7,73 +7,18 @@ chaos: OOMRecoveryUser injecting real OOM kills into the embedded server.
 
 from __future__ import annotations
 
-import csv
-import http.server
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import orjson
-import psutil
 import pytest
+from scenario_runs import FAST, HTTP, Run, count, http_requests, locust
 
-from generators import DEFAULT_MODEL
-from harness.driver.errors import REJECTIONS_BEFORE_STOP
 from harness.net import free_port
 from harness.rundir import read_jsonl
-
-ROOT = Path(__file__).resolve().parents[2]
-# Short answers from a 10x faster simulated GPU: many requests in a few seconds.
-FAST = ["--max-tokens", "16", "--candidates", "40", "--server-args=--speed 10"]
-HTTP = {"GET", "POST"}
-
-
-@dataclass
-class Run:
-    returncode: int
-    output: str
-    run_dir: Path
-
-    def stats(self) -> dict[tuple[str, str], dict[str, str]]:
-        """Locust's CSV: a snapshot it rewrites every second, so it may miss the last requests."""
-        with open(self.run_dir / "stats_stats.csv", newline="") as handle:
-            return {(row["Type"], row["Name"]): row for row in csv.DictReader(handle)}
-
-    def final(self) -> dict[tuple[str, str], dict]:
-        """Locust's final stats (--json-file), written as it exits."""
-        entries = orjson.loads((self.run_dir / "stats.json").read_bytes())
-        return {(e["method"], e["name"]): e for e in entries}
-
-    def requests(self) -> list[dict]:
-        return list(read_jsonl(self.run_dir / "requests.jsonl"))
-
-    def events(self, kind: str) -> list[dict]:
-        return [e for e in read_jsonl(self.run_dir / "events.jsonl") if e["kind"] == kind]
-
-    def sample_sources(self) -> set[str]:
-        return {s["source"] for s in read_jsonl(self.run_dir / "samples.jsonl")}
-
-
-def locust(run_dir: Path, *args: str, timeout: float = 60.0) -> Run:
-    command = [sys.executable, "-m", "locust", "-f", "scenarios/", "--headless", "--only-summary"]
-    command += ["--run-dir", str(run_dir), "--csv", "stats", "--json-file", "stats", *args]
-    done = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    return Run(done.returncode, done.stdout + done.stderr, run_dir)
-
-
-def count(run: Run, kind: str, name: str) -> int:
-    return run.final()[(kind, name)]["num_requests"]
-
-
-def http_requests(run: Run) -> int:
-    return sum(e["num_requests"] for (kind, _), e in run.final().items() if kind in HTTP)
 
 
 @pytest.fixture(scope="module")
@@ -245,111 +190,3 @@ def test_a_remote_host_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     run = locust(tmp_path, "--host", "http://192.0.2.10:8000", "-t", "1s", timeout=30)
     assert run.returncode == 2
     assert "not a loopback" in run.output
-
-
-def test_the_web_ui_and_master_port_listen_on_loopback_only(tmp_path: Path) -> None:
-    web, master = free_port(), free_port()
-    command = [sys.executable, "-m", "locust", "-f", "scenarios/", "--master", "--run-dir"]
-    command += [str(tmp_path), "--web-port", str(web), "--master-bind-port", str(master)]
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        listening = _wait_for_listeners(process.pid, {web, master})
-    finally:
-        process.terminate()
-        process.wait(30)
-    assert {port: host for host, port in listening if port in (web, master)} == {
-        web: "127.0.0.1",
-        master: "127.0.0.1",
-    }
-
-
-def _wait_for_listeners(pid: int, ports: set[int], timeout: float = 60.0) -> set[tuple[str, int]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = {
-            (c.laddr.ip, c.laddr.port)
-            for c in psutil.Process(pid).net_connections("tcp")
-            if c.status == psutil.CONN_LISTEN
-        }
-        if ports <= {port for _, port in found}:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"locust did not listen on {sorted(ports)} within {timeout} s")
-
-
-class _RejectingServer(http.server.ThreadingHTTPServer):
-    """An OpenAI-looking server (no Ollama API) that rejects every chat request with a 400."""
-
-    daemon_threads = True
-    chats = 0
-
-
-class _RejectingHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *_: object) -> None:
-        pass
-
-    def _answer(self, status: int, body: dict) -> None:
-        data = orjson.dumps(body)
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        if self.path == "/v1/models":
-            models = [{"id": m, "object": "model"} for m in (DEFAULT_MODEL, "other")]
-            self._answer(200, {"object": "list", "data": models})
-        else:
-            self._answer(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.chats += 1
-        self._answer(400, {"error": {"message": "bad request", "type": "invalid_request_error"}})
-
-
-@pytest.fixture
-def rejecting_server() -> Iterator[_RejectingServer]:
-    server = _RejectingServer(("127.0.0.1", 0), _RejectingHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-
-
-def _host(server: _RejectingServer) -> str:
-    return f"http://127.0.0.1:{server.server_address[1]}"
-
-
-def test_a_dead_host_stops_with_one_line(tmp_path: Path) -> None:
-    run = locust(tmp_path, "--host", f"http://127.0.0.1:{free_port()}", "-t", "20s", timeout=60)
-    assert run.returncode == 2
-    assert "does not answer" in run.output and "start the server or fix --host" in run.output
-
-
-def test_ollama_users_against_an_openai_server_stop_before_any_load(
-    rejecting_server: _RejectingServer, tmp_path: Path
-) -> None:
-    run = locust(tmp_path, "OllamaChatUser", "--host", _host(rejecting_server), "-t", "20s")
-    assert run.returncode == 2
-    assert "has no Ollama API (GET /api/tags: HTTP 404)" in run.output
-    assert rejecting_server.chats == 0
-
-
-def test_repeated_rejections_stop_the_run_instead_of_flooding(
-    rejecting_server: _RejectingServer, tmp_path: Path
-) -> None:
-    run = locust(tmp_path, "ChatUser", "-u", "2", "--host", _host(rejecting_server), "-t", "30s")
-    assert run.returncode == 2
-    assert "rejected every request so far" in run.output
-    assert REJECTIONS_BEFORE_STOP <= rejecting_server.chats < 10 * REJECTIONS_BEFORE_STOP
-
-
-def test_an_unknown_user_class_lists_the_valid_ones(tmp_path: Path) -> None:
-    run = locust(tmp_path, "NoSuchUser", "-t", "1s", timeout=30)
-    assert run.returncode == 2
-    assert "unknown user class NoSuchUser; the classes are" in run.output
-    assert "StreamingChatUser" in run.output

@@ -146,16 +146,3 @@ def test_failures_read_as_their_cause_without_varying_details() -> None:
     assert str(other) == "http_5xx (HTTP 503): Service Unavailable"
     assert from_exception(ConnectionRefusedError(111, "Connection refused")).cause == "connection"
     assert from_exception(TimeoutError("timed out")).cause == "timeout"
-
-
-def test_listeners_opened_beyond_loopback_are_warned_about() -> None:
-    from argparse import Namespace
-
-    from harness.locust.options import wide_listeners
-
-    quiet = Namespace(headless=False, web_host="127.0.0.1", master=True, master_bind_host="::1")
-    assert wide_listeners(quiet) == []
-    wide = Namespace(headless=False, web_host="", master=True, master_bind_host="0.0.0.0")
-    warnings = wide_listeners(wide)
-    assert len(warnings) == 2 and "--web-host *" in warnings[0] and "0.0.0.0" in warnings[1]
-    assert wide_listeners(Namespace(headless=True, web_host="", master=False)) == []
