@@ -10,6 +10,7 @@ child's output to its log, the current child to target.json (for `harness chaos`
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import os
@@ -144,6 +145,9 @@ class Supervisor:
         self._stopping = False
         self._state = "new"
         self._recovery: _Recovery | None = None
+        # Failures reported before the monitor thread has recorded the death they belong to
+        # (a request can fail the moment its server dies, before waitid returns).
+        self._unclaimed_failures: collections.deque[float] = collections.deque(maxlen=100_000)
         self._traffic_seen = False
         self._wake = threading.Event()
         self._done = threading.Event()
@@ -265,7 +269,10 @@ class Supervisor:
             if ok and child is not None and child.ready_t is not None and t >= child.ready_t:
                 child.served = True
             recovery = self._recovery
-            if recovery is None or t < recovery.death_t or recovery.first_success_t is not None:
+            if recovery is None:
+                self._note_unclaimed(ok, t)
+                return
+            if t < recovery.death_t or recovery.first_success_t is not None:
                 return
             if ok and recovery.up_t is not None:
                 recovery.first_success_t = t
@@ -273,6 +280,21 @@ class Supervisor:
                 self._close_recovery()
             elif not ok:
                 recovery.failed += 1
+
+    def _note_unclaimed(self, ok: bool, t: float) -> None:
+        """Keep failures no death has claimed yet; a success settles those before it."""
+        unclaimed = self._unclaimed_failures
+        if not ok:
+            unclaimed.append(t)
+            return
+        while unclaimed and unclaimed[0] <= t:
+            unclaimed.popleft()
+
+    def _claim_failures(self, death_t: float) -> int:
+        """How many unclaimed failures came at or after death_t; the rest are dropped."""
+        claimed = sum(1 for t in self._unclaimed_failures if t >= death_t)
+        self._unclaimed_failures.clear()
+        return claimed
 
     def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
         """Stop for good: `sig` to the whole group, SIGKILL after `timeout`; records `stopped`."""
@@ -409,7 +431,9 @@ class Supervisor:
                     if healthy
                     else min(self.backoff_initial_s * 2 ** (failures - 1), self.backoff_max_s)
                 )
-                self._recovery = _Recovery(death_t=death_t, cause=verdict.cause)
+                self._recovery = _Recovery(
+                    death_t=death_t, cause=verdict.cause, failed=self._claim_failures(death_t)
+                )
                 self._state = "restarting"
                 self.run_dir.event(
                     "restarting", attempt=self._restarts + 1, backoff_s=backoff, cause=verdict.cause

@@ -95,6 +95,26 @@ def test_sigkill_restart_is_health_gated_and_timed(
     assert target["pid"] == supervisor.pid
 
 
+def test_failures_reported_before_the_death_is_recorded_count_for_it(
+    run_dir: RunDir, supervisors: list[Supervisor]
+) -> None:
+    # A request can fail the moment its server dies, before the monitor thread has recorded
+    # the death: those failures still belong to the incident.
+    supervisor, _ = _health_server(run_dir, supervisors)
+    assert supervisor.wait_ready(10)
+    now = time.time()
+    supervisor.note_request(False, now - 2)  # settled by the success after it
+    supervisor.note_request(True, now - 1)
+    supervisor.note_request(False, now - 0.5)  # before the death: not this incident's
+    for _ in range(3):  # dated after the kill below, reported before it is recorded
+        supervisor.note_request(False, now + 5)
+    supervisor.kill()
+    wait_for(lambda: supervisor.restarts == 1 and supervisor.wait_ready(0), what="a restart")
+    supervisor.note_request(True, now + 6)
+    recovered = wait_for(lambda: events(run_dir, "recovered"), what="recovered")[0]
+    assert recovered["requests_failed"] == 3
+
+
 def test_memory_limit_kills_the_tree_as_an_oom_kill_and_rss_curve_is_sampled(
     run_dir: RunDir, supervisors: list[Supervisor]
 ) -> None:
