@@ -57,11 +57,14 @@ def read_sse_line(line: bytes, clock: StreamClock, now: float) -> bool:
     if usage:
         cumulative = usage.get("completion_tokens")
         clock.usage(cumulative, usage.get("prompt_tokens"))
+    content = False
     for choice in chunk.get("choices") or ():
+        if choice.get("finish_reason"):
+            clock.finish_reason = str(choice["finish_reason"])
         delta = choice.get("delta") or {}
-        if delta.get("content") or delta.get("reasoning_content"):
-            clock.content(now, cumulative)
-            break
+        content = content or bool(delta.get("content") or delta.get("reasoning_content"))
+    if content:
+        clock.content(now, cumulative)
     return True
 
 
@@ -75,9 +78,22 @@ def read_ndjson_line(line: bytes, clock: StreamClock, now: float) -> bool:
     if (message.get("message") or {}).get("content"):
         clock.content(now)
     if message.get("done"):
+        clock.finish_reason = str(message.get("done_reason") or "stop")
         clock.usage(message.get("eval_count"), message.get("prompt_eval_count"))
         return False
     return True
+
+
+def cut_short(clock: StreamClock) -> str | None:
+    """Why a stream that reached its end marker is still no answer, or None when it is one.
+
+    Every OpenAI-compatible server ends a finished choice with a finish_reason; a `[DONE]`
+    without one is a server cutting the answer short (llama-cpp-python does so to a stream
+    when another request arrives, unless started with --interrupt_requests false).
+    """
+    if clock.finish_reason is None:
+        return "the stream reached [DONE] without a finish_reason: the server cut the answer short"
+    return None
 
 
 def _json(payload: bytes) -> dict[str, Any]:

@@ -41,6 +41,7 @@ class StreamClock:
         "_last",
         "_sent",
         "chunks",
+        "finish_reason",
         "output_tokens",
         "prompt_tokens",
     )
@@ -51,6 +52,7 @@ class StreamClock:
         self._last: float | None = None
         self._first_tokens: int | None = None
         self.chunks = 0
+        self.finish_reason: str | None = None  # why the server ended the answer, when it said
         self.output_tokens: int | None = None
         self.prompt_tokens: int | None = None
 

@@ -39,6 +39,7 @@ from harness.locust.protocol import (
     ENDPOINTS,
     StreamError,
     answer_tokens,
+    cut_short,
     read_ndjson_line,
     read_sse_line,
 )
@@ -224,4 +225,6 @@ def _read_stream(
     response.request_meta["response_length"] = size
     if failure is None and not ended:
         failure = Failure(CONNECTION, status, "the stream ended before its end marker")
+    elif failure is None and (short := cut_short(clock)) is not None:
+        failure = Failure(CONNECTION, status, short)
     return failure, metrics

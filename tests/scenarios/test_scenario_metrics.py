@@ -12,6 +12,7 @@ import pytest
 from harness.locust.protocol import (
     StreamError,
     answer_tokens,
+    cut_short,
     encode_chat,
     read_ndjson_line,
     read_sse_line,
@@ -99,6 +100,20 @@ def test_a_stream_without_content_has_no_ttft() -> None:
     assert metrics.ttft_s is None
     assert metrics.itl_mean_s is None
     assert metrics.e2e_s == pytest.approx(0.2)
+
+
+def test_a_done_without_a_finish_reason_is_a_stream_cut_short() -> None:
+    answer = [(0.1, sse(delta(content="The"))), (0.2, sse(delta(content=" score")))]
+    finished = {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}
+    clock, going = feed_sse([*answer, (0.3, sse(finished)), (0.4, sse("[DONE]"))])
+    assert not going and clock.finish_reason == "length" and cut_short(clock) is None
+    # llama-cpp-python's interrupted stream: [DONE] straight after the content
+    clock, going = feed_sse([*answer, (0.3, sse("[DONE]"))])
+    assert not going and clock.finish_reason is None
+    assert "cut the answer short" in cut_short(clock)
+    ndjson = StreamClock(0.0)
+    assert not read_ndjson_line(b'{"message": {"content": "x"}, "done": true}', ndjson, 0.1)
+    assert ndjson.finish_reason == "stop" and cut_short(ndjson) is None
 
 
 def test_ttft_counts_from_the_send_time() -> None:
