@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ _TREE_TRACK_S = 1.0  # how often descendants are noted, so none survives as an o
 _SURVIVAL_S = 1.0  # without a health URL, up this long counts as recovered (not a crash loop)
 _GONE_POLL_S = 0.02
 _REAP_S = 1.0  # how long to wait for the cleaned-up workers re-parented to us, to reap them
+_UNATTRIBUTED_FAILURES = 10_000  # failure times kept until a death claims those after it
 _DEATH_FAULTS = frozenset({"kill", "oom", "crash"})
 
 
@@ -144,6 +146,9 @@ class Supervisor:
         self._stopping = False
         self._state = "new"
         self._recovery: _Recovery | None = None
+        # Failures noted while no death is recorded yet: a dying server answers errors before its
+        # leader exits (vLLM: 500 EngineDeadError for a second or more after its worker died).
+        self._unattributed_failures: deque[float] = deque(maxlen=_UNATTRIBUTED_FAILURES)
         self._traffic_seen = False
         self._wake = threading.Event()
         self._done = threading.Event()
@@ -265,7 +270,11 @@ class Supervisor:
             if ok and child is not None and child.ready_t is not None and t >= child.ready_t:
                 child.served = True
             recovery = self._recovery
-            if recovery is None or t < recovery.death_t or recovery.first_success_t is not None:
+            if recovery is None:
+                if not ok:
+                    self._unattributed_failures.append(t)
+                return
+            if t < recovery.death_t or recovery.first_success_t is not None:
                 return
             if ok and recovery.up_t is not None:
                 recovery.first_success_t = t
@@ -409,7 +418,12 @@ class Supervisor:
                     if healthy
                     else min(self.backoff_initial_s * 2 ** (failures - 1), self.backoff_max_s)
                 )
-                self._recovery = _Recovery(death_t=death_t, cause=verdict.cause)
+                self._recovery = _Recovery(
+                    death_t=death_t,
+                    cause=verdict.cause,
+                    failed=sum(t >= death_t for t in self._unattributed_failures),
+                )
+                self._unattributed_failures.clear()
                 self._state = "restarting"
                 self.run_dir.event(
                     "restarting", attempt=self._restarts + 1, backoff_s=backoff, cause=verdict.cause
