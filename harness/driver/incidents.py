@@ -61,9 +61,11 @@ def _deaths(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for event in events:
         kind = event["kind"]
         if kind == "exited" and event.get("cause") not in _NOT_A_DEATH:
-            deaths.append({"exited": event, "closing": event, "up_t": None, "ready_t": None})
+            deaths.append(
+                {"exited": event, "closing": event, "up_t": None, "ready_t": None, "pid": None}
+            )
         elif deaths and kind == "started" and deaths[-1]["up_t"] is None:
-            deaths[-1].update(up_t=event["t"], closing=event)
+            deaths[-1].update(up_t=event["t"], pid=event.get("pid"), closing=event)
         elif deaths and kind == "ready" and deaths[-1]["ready_t"] is None:
             deaths[-1].update(ready_t=event["t"], closing=event)
     return deaths
@@ -109,7 +111,7 @@ def _time_recoveries(
         death["fields"] = {
             "death_t": death_t,
             "cause": death["exited"].get("cause"),
-            "pid": death["exited"].get("pid"),
+            "pid": death["pid"],  # the restarted process, as the supervisor's own record
             "requests_failed": death["failed"],
             "seconds_to_up": since(death["up_t"]),
             "seconds_to_ready": since(ready_t),

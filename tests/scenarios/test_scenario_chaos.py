@@ -109,6 +109,7 @@ def test_the_chaos_user_kills_what_the_oom_killer_would_through_the_supervisor(
     assert [e["cause"] for e in copied] == ["oom_kill"]
     (recovered,) = run.events("recovered")
     assert recovered["source"] == "locust"  # no second, client-side record of the same death
+    assert recovered["pid"] == _events(supervised.run_dir, "started")[1]["pid"]
     assert 0 < recovered["seconds_to_up"] <= recovered["seconds_to_ready"]
     assert recovered["seconds_to_ready"] <= recovered["seconds_to_first_success"]
     death_t = recovered["death_t"]
