@@ -139,13 +139,15 @@ def vllm_model(vllm_python, vllm_dataset, tmp_path_factory) -> Path:
     corpus = work / "corpus.jsonl"
     corpus.write_bytes(b"".join(orjson.dumps(text) + b"\n" for text in corpus_of(vllm_dataset)))
     model = work / "tiny"
-    subprocess.run(
+    done = subprocess.run(
         [vllm_python, str(ROOT / "tests" / "real" / "tiny_hf.py"), str(model), str(corpus)],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=300,
         env={**os.environ, **VLLM_ENV},
+        check=False,
     )
+    assert done.returncode == 0, f"tiny_hf.py failed: {done.stderr[-2000:]}"
     return model
 
 

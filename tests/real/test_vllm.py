@@ -6,6 +6,7 @@ causes are checked against it."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -115,9 +116,13 @@ def test_scale_serve_survives_a_worker_oom_kill_with_every_result_once(
         }
         process.wait(max(1.0, deadline - time.monotonic()))
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if process.poll() is None:  # a failed check: scale stops vLLM's tree on Ctrl-C
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     output = log.read_text(errors="replace")
     assert process.returncode == 0, output[-4000:]
 
