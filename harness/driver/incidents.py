@@ -1,10 +1,11 @@
-"""One incident, one record, when `harness supervise` and `harness scale --target` are two commands.
+"""One incident, one record, when `harness supervise` and a driver (`harness scale --target`, Locust
+with --supervisor) are two commands.
 
 The supervisor's run directory knows each death (`exited`), restart (`started`) and `ready`; only
-scale knows when a request first succeeded again and how many failed in between. After the run,
-scale copies the supervisor's lifecycle events from its own time window into its run directory
-and closes each death with a `recovered` event timed against its own requests.jsonl, so its
-summary counts and times the incidents it lived through.
+the driver knows when a request first succeeded again and how many failed in between. After the
+run, the driver copies the supervisor's lifecycle events from its own time window into its run
+directory and closes each death with a `recovered` event timed against its own requests.jsonl, so
+its summary counts and times the incidents it lived through.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ _LIFECYCLE = frozenset(
 _NOT_A_DEATH = frozenset({"stopped", "completed"})
 
 
-def import_supervisor_incidents(supervisor_dir: Path, run_dir: RunDir, since_t: float) -> int:
+def import_supervisor_incidents(
+    supervisor_dir: Path, run_dir: RunDir, since_t: float, by: str = "scale"
+) -> int:
     """Copy the supervisor's lifecycle events since `since_t` into run_dir, each death followed
-    by its `recovered` timings; returns the number of deaths."""
+    by its `recovered` timings (`source`: by, the driver whose requests timed it); returns the
+    number of deaths."""
     events = [
         e
         for e in read_jsonl(supervisor_dir / EVENTS)
@@ -40,7 +44,7 @@ def import_supervisor_incidents(supervisor_dir: Path, run_dir: RunDir, since_t: 
     ]
     deaths = _deaths(events)
     outcomes = _outcomes(run_dir.path / REQUESTS)
-    timed = {id(d["closing"]): d for d in _time_recoveries(deaths, outcomes)}
+    timed = {id(d["closing"]): d for d in _time_recoveries(deaths, outcomes, by)}
     for event in events:
         fields = {k: v for k, v in event.items() if k not in ("kind", "t")}
         run_dir.event(event["kind"], t=event["t"], source="supervisor", **fields)
@@ -57,9 +61,11 @@ def _deaths(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for event in events:
         kind = event["kind"]
         if kind == EventKind.EXITED and event.get("cause") not in _NOT_A_DEATH:
-            deaths.append({"exited": event, "closing": event, "up_t": None, "ready_t": None})
+            deaths.append(
+                {"exited": event, "closing": event, "up_t": None, "ready_t": None, "pid": None}
+            )
         elif deaths and kind == EventKind.STARTED and deaths[-1]["up_t"] is None:
-            deaths[-1].update(up_t=event["t"], closing=event)
+            deaths[-1].update(up_t=event["t"], pid=event.get("pid"), closing=event)
         elif deaths and kind == EventKind.READY and deaths[-1]["ready_t"] is None:
             deaths[-1].update(ready_t=event["t"], closing=event)
     return deaths
@@ -76,7 +82,7 @@ def _outcomes(path: Path) -> Iterator[tuple[float, bool]]:
 
 
 def _time_recoveries(
-    deaths: list[dict[str, Any]], outcomes: Iterator[tuple[float, bool]]
+    deaths: list[dict[str, Any]], outcomes: Iterator[tuple[float, bool]], by: str
 ) -> list[dict[str, Any]]:
     """For each death: the first success after it came back up, and the failures before that.
     One pass over the attempts (streamed: memory flat in their number)."""
@@ -105,11 +111,11 @@ def _time_recoveries(
         death["fields"] = {
             "death_t": death_t,
             "cause": death["exited"].get("cause"),
-            "pid": death["exited"].get("pid"),
+            "pid": death["pid"],  # the restarted process, as the supervisor's own record
             "requests_failed": death["failed"],
             "seconds_to_up": since(death["up_t"]),
             "seconds_to_ready": since(ready_t),
             "seconds_to_first_success": since(death["first_t"]),
-            "source": "scale",
+            "source": by,
         }
     return timed

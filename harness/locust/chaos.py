@@ -1,32 +1,44 @@
 """Injecting an OOM into the target and timing its recovery from the client's side.
 
-Probes are plain HTTP that Locust does not count (a refused health poll is instrumentation, not
-a failed request). Recovery follows docs/supervisor.md: death -> down seen -> ready (health 200) ->
-first successful chat request.
+Two ways in: a supervised real server (vLLM, Ollama, llama.cpp under `harness supervise`, found
+through --supervisor's target.json) is SIGKILLed as the kernel's OOM killer would, in the process
+it would pick (pick_victim: the largest oom_score in the tree, e.g. vLLM's worker, unless
+--victim says otherwise); the reference server is told to simulate a CUDA OOM through its
+/admin/faults. Probes are plain HTTP that Locust does not count (a refused health poll is
+instrumentation, not a failed request). Recovery follows docs/supervisor.md: death -> down seen ->
+ready (health 200) -> first successful chat request.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.admin_faults import FaultRefused, post_fault
-from harness.rundir import EventKind
+from harness.driver.incidents import import_supervisor_incidents
+from harness.errors import UserError
+from harness.net import url_origin
+from harness.rundir import EventKind, RunDir
+from harness.supervision.chaos import inject, read_target
 from harness.supervision.supervisor import TARGET_FILE
 
 if TYPE_CHECKING:
     from harness.locust.context import RunContext
 
+logger = logging.getLogger(__name__)
 # Straight to the loopback target, whatever http_proxy says.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 POLL_S = 0.05
 DOWN_TIMEOUT_S = 5.0
-READY_TIMEOUT_S = 120.0
+READY_TIMEOUT_S = 600.0  # a real model reloads in minutes
 SERVE_TIMEOUT_S = 60.0
+CHAOS_BY = "OOMRecoveryUser"  # the `by` of the faults it injects
 
 
 def wait_for(check: Callable[[], bool], timeout: float) -> float | None:
@@ -52,7 +64,55 @@ def answers(url: str, body: bytes | None = None, timeout: float = 2.0) -> bool:
 
 
 class InjectionFailed(Exception):
-    """The target refused the fault (no admin token, wrong token, not our server)."""
+    """The target refused the fault (no admin token, wrong token, not our server), or its
+    supervisor is gone."""
+
+
+def supervised_url(supervisor_dir: str) -> str:
+    """The URL of the target a `harness supervise` keeps alive (its health URL's origin)."""
+    health_url = read_target(RunDir(supervisor_dir)).health_url
+    if health_url is None:
+        raise UserError(
+            f"the target supervised in {supervisor_dir} has no health URL; give its URL with --host"
+        )
+    return url_origin(health_url)
+
+
+def import_deaths(run: RunContext) -> None:
+    """Copy the supervisor's records of the target's deaths during this run into its run
+    directory, each timed against this run's requests (one incident, one record)."""
+    supervisor = run.settings.supervisor if run.settings is not None else None
+    if supervisor is None or run.run_dir is None:
+        return
+    deaths = import_supervisor_incidents(Path(supervisor), run.run_dir, run.started_t, "locust")
+    logger.info(f"{deaths} target death(s) recorded by the supervisor in {supervisor}")
+
+
+@dataclass(frozen=True)
+class Kill:
+    """One SIGKILL through the supervisor: whom, when (unix s), and where the target says ready."""
+
+    victim_pid: int
+    t: float
+    health_url: str | None
+
+
+def kill_supervised(supervisor_dir: str, victim: str | int) -> Kill:
+    """SIGKILL the process of the supervised target that the OOM killer would pick (or `victim`).
+
+    The `fault_injected` event goes to the supervisor's run directory, before the kill, so the
+    supervisor records the death as an injected `oom_kill`; this run copies it when it ends.
+    InjectionFailed when the supervisor is gone or the victim is not in the tree; a target that
+    is down (restarting) is waited for, for up to READY_TIMEOUT_S.
+    """
+    run_dir = RunDir(supervisor_dir)
+    try:
+        if wait_for(lambda: read_target(run_dir).ready, READY_TIMEOUT_S) is None:
+            raise InjectionFailed(f"the target in {supervisor_dir} is not ready")
+        event = inject(run_dir, "kill", victim=victim, by=CHAOS_BY)
+        return Kill(event["victim_pid"], event["t"], read_target(run_dir).health_url)
+    except UserError as exc:
+        raise InjectionFailed(str(exc)) from None
 
 
 def inject_oom(run: RunContext, host: str, token: str) -> bool:
@@ -63,9 +123,7 @@ def inject_oom(run: RunContext, host: str, token: str) -> bool:
     marks that death as injected.
     """
     target = (run.run_dir.read_json(TARGET_FILE) if run.run_dir is not None else None) or {}
-    run.log.event(
-        EventKind.FAULT_INJECTED, fault="oom", by="OOMRecoveryUser", pid=target.get("pid")
-    )
+    run.log.event(EventKind.FAULT_INJECTED, fault="oom", by=CHAOS_BY, pid=target.get("pid"))
     try:
         answer = post_fault(host, token, {"fault": "oom"}, timeout_s=5.0)
     except FaultRefused as exc:
@@ -98,19 +156,25 @@ class Recovery:
 
 
 def time_recovery(
-    host: str, probe_body: bytes, death_t: float, dies: bool, failures: Callable[[], int]
+    host: str,
+    health_url: str,
+    probe_body: bytes,
+    death_t: float,
+    dies: bool,
+    failures: Callable[[], int],
 ) -> Recovery:
     """Watch the target after an OOM injected at death_t until a chat request succeeds again.
 
-    dies: the server said it will die of the OOM (--oom kill) rather than fail requests and
-    go on (--oom error). failures() counts failed requests; the difference is those lost.
+    health_url: where it answers 200 once ready. dies: it will die of the OOM (a SIGKILL, or the
+    reference server's --oom kill) rather than fail requests and go on (--oom error).
+    failures() counts failed requests; the difference is those lost.
     """
     base = host.rstrip("/")
     failed_before = failures()
     down_t = None
     if dies:
-        down_t = wait_for(lambda: not answers(f"{base}/health/ready", timeout=0.5), DOWN_TIMEOUT_S)
-    ready_t = wait_for(lambda: answers(f"{base}/health/ready"), READY_TIMEOUT_S)
+        down_t = wait_for(lambda: not answers(health_url, timeout=0.5), DOWN_TIMEOUT_S)
+    ready_t = wait_for(lambda: answers(health_url), READY_TIMEOUT_S)
     first_success_t = None
     if ready_t is not None:
         first_success_t = wait_for(

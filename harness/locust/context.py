@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ class RunContext:
     schedule_running: bool = False  # an open-loop test is on
     schedule_pending: bool = False  # an open-loop test ended; its schedule lag not yet reported
     checked_trace: str | None = None
+    started_t: float = field(default_factory=time.time)  # deaths of a supervised target count
     _prompts: PromptSource | None = None
     _prompts_key: tuple[Any, ...] | None = field(default=None, repr=False)
 

@@ -27,6 +27,7 @@ from harness.calibration import measure
 from harness.driver.dataset import from_file
 from harness.errors import UserError
 from harness.locust import stopping
+from harness.locust.chaos import import_deaths, supervised_url
 from harness.locust.context import (
     SHARED_ADMIN_TOKEN,
     SHARED_SCHEDULE_START,
@@ -66,6 +67,12 @@ def _on_init(environment: Environment, **_: Any) -> None:
     for warning in exposure_warnings(options):
         logger.warning(warning)
     _bound_the_load(environment)
+    if options.supervisor and not environment.host:
+        try:
+            environment.host = options.host = supervised_url(options.supervisor)
+        except UserError as exc:
+            logger.error(str(exc))
+            sys.exit(2)
     if environment.host:
         _prepare_or_exit(context)  # a wrong --host stops here, before a run directory exists
     run_dir = RunDir(options.run_dir) if options.run_dir else RunDir.create("runs", prefix="locust")
@@ -74,6 +81,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
     logger.info(f"Run directory: {run_dir.path}")
     if environment.host:
         setattr(options, SHARED_ADMIN_TOKEN, os.environ.get(ADMIN_TOKEN_ENV))
+        setattr(options, SHARED_SUPERVISED, bool(options.supervisor))  # its records are copied
         context.log.attach(run_dir)
     else:
         context.server = server = _start_embedded_server(environment, run_dir)
@@ -393,6 +401,7 @@ def _on_quitting(environment: Environment, **_: Any) -> None:
         atexit.unregister(context.server.stop)
         context.server.stop()
         context.server = None
+    import_deaths(context)
     _write_report(context.run_dir)
     context.run_dir.close()
 

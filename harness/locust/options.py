@@ -22,6 +22,7 @@ from harness.arrivals import ARRIVALS, DEFAULT_LAG_LIMIT_S, ArrivalSpec
 from harness.errors import UserError
 from harness.locust.curves import LOAD_SHAPES
 from harness.net import LOOPBACK_HOST, is_loopback_host, is_loopback_url
+from harness.supervision.victim import DEFAULT_VICTIM, parse_victim
 from harness.units import parse_duration
 
 APIS = ("openai", "ollama")
@@ -50,6 +51,13 @@ def _seconds(text: str) -> float:
     if value <= 0:
         raise ArgumentTypeError(f"{text!r} must be longer than 0 s")
     return value
+
+
+def _victim(text: str) -> str | int:
+    try:
+        return parse_victim(text)
+    except UserError as exc:
+        raise ArgumentTypeError(str(exc)) from None
 
 
 def _positive_float(text: str) -> float:
@@ -219,6 +227,22 @@ def add_arguments(parser: Any) -> None:
         web_ui=False,
         help="Most OOMs one test injects. Default: 10",
     )
+    add(
+        "--supervisor",
+        metavar="<dir>",
+        web_ui=False,
+        help="The run directory of the `harness supervise` keeping the target alive: "
+        f"{CHAOS_USER} SIGKILLs through it as the kernel's OOM killer does (no admin token), "
+        "and its deaths are recorded and timed in this run. --host defaults to its URL",
+    )
+    add(
+        "--victim",
+        metavar="<who>",
+        web_ui=False,
+        help=f"With --supervisor: whom {CHAOS_USER} kills: largest (the process the OOM killer "
+        "picks: highest oom_score in the tree, e.g. vLLM's worker), leader, or a pid. "
+        "Default: largest",
+    )
     _bind_to_loopback(parser)
     parser.parse_args = functools.partial(_parse_and_check, parser, parser.parse_args)
 
@@ -301,6 +325,18 @@ def check_options(options: Namespace) -> None:
             )
         options.trace = str(trace.resolve())
     arrival_spec(options)
+    if getattr(options, "supervisor", None):
+        supervisor = Path(options.supervisor).expanduser()
+        if not (supervisor / "target.json").is_file():
+            raise UserError(
+                f"--supervisor {options.supervisor!r} has no target.json: give the --run-dir of a "
+                "running `harness supervise`"
+            )
+        options.supervisor = str(supervisor.resolve())
+    elif getattr(options, "victim", None):
+        raise UserError("--victim picks whom to kill through --supervisor: give --supervisor too")
+    if isinstance(getattr(options, "victim", None), str):
+        parse_victim(options.victim)  # refused now, naming the choices, not at the first kill
     try:
         shlex.split(options.server_args or "")
     except ValueError as exc:
@@ -328,6 +364,8 @@ class Settings:
     load_shape: str
     chaos_every: float | None
     chaos_max: int
+    supervisor: str | None
+    victim: str | int
     arrivals: ArrivalSpec | None
     max_concurrency: int | None
     schedule_lag_limit: float
@@ -362,6 +400,8 @@ class Settings:
             load_shape=choice("load_shape", LOAD_SHAPES),
             chaos_every=value("chaos_every", _seconds),
             chaos_max=value("chaos_max", _positive_int, 10),
+            supervisor=value("supervisor", str),
+            victim=value("victim", _victim, DEFAULT_VICTIM),
             arrivals=arrival_spec(options, value),
             max_concurrency=value("max_concurrency", _positive_int),
             schedule_lag_limit=value("schedule_lag_limit", _seconds, DEFAULT_LAG_LIMIT_S),

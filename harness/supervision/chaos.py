@@ -90,11 +90,13 @@ def inject(
     admin_token: str | None = None,
     stop: threading.Event | None = None,
     victim: str | int = DEFAULT_VICTIM,
+    by: str = "chaos",
 ) -> dict[str, Any]:
     """Inject one fault now; returns the `fault_injected` event (a hang returns when resumed).
 
     seconds: how long a hang or an error burst lasts; error_rate: the burst's share of 500s;
-    victim: whom a kill hits (pick_victim: "largest" as the OOM killer, "leader", or a pid).
+    victim: whom a kill hits (pick_victim: "largest" as the OOM killer, "leader", or a pid);
+    by: who injects it, as the event records.
     """
     if fault not in FAULTS:
         raise UserError(f"unknown fault {fault!r}; choose one of {', '.join(FAULTS)}")
@@ -111,20 +113,18 @@ def inject(
                 victim_pid=killed,
                 injected=True,
                 cause="oom_kill",
-                by="chaos",
+                by=by,
             )
             with contextlib.suppress(ProcessLookupError):
                 os.kill(killed, signal.SIGKILL)
             return event
-        return _hang(run_dir, target, pid, seconds, stop or threading.Event())
+        return _hang(run_dir, target, pid, seconds, stop or threading.Event(), by)
     body: dict[str, Any] = {"fault": "oom"}
     if fault == "error-burst":
         body = {"fault": "error_rate", "rate": error_rate, "seconds": seconds}
     url, token = _admin(target, fault, admin_token)
     # Recorded before the request: an OOM in kill mode may end the server before it answers.
-    event = run_dir.event(
-        EventKind.FAULT_INJECTED, fault=fault, pid=target.pid, by="chaos", admin=body
-    )
+    event = run_dir.event(EventKind.FAULT_INJECTED, fault=fault, pid=target.pid, by=by, admin=body)
     _post_admin(url, token, body)
     return event
 
@@ -199,13 +199,11 @@ def _live_pid(target: Target) -> int:
 
 
 def _hang(
-    run_dir: RunDir, target: Target, pid: int, seconds: float, stop: threading.Event
+    run_dir: RunDir, target: Target, pid: int, seconds: float, stop: threading.Event, by: str
 ) -> dict[str, Any]:
     """SIGSTOP the group for `seconds`, always SIGCONT it, then time until health answers 200."""
     group = target.pgid or pid
-    event = run_dir.event(
-        EventKind.FAULT_INJECTED, fault="hang", seconds=seconds, pid=pid, by="chaos"
-    )
+    event = run_dir.event(EventKind.FAULT_INJECTED, fault="hang", seconds=seconds, pid=pid, by=by)
     try:
         os.killpg(group, signal.SIGSTOP)
         stop.wait(seconds)

@@ -10,7 +10,6 @@ child's output to its log, the current child to target.json (for `harness chaos`
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import ctypes
 import os
@@ -20,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +58,7 @@ _TREE_TRACK_S = 1.0  # how often descendants are noted, so none survives as an o
 _SURVIVAL_S = 1.0  # without a health URL, up this long counts as recovered (not a crash loop)
 _GONE_POLL_S = 0.02
 _REAP_S = 1.0  # how long to wait for the cleaned-up workers re-parented to us, to reap them
+_UNATTRIBUTED_FAILURES = 10_000  # failure times kept until a death claims those after it
 _DEATH_FAULTS = frozenset({"kill", "oom", "crash"})
 
 
@@ -146,9 +147,9 @@ class Supervisor:
         self._stopping = False
         self._state = "new"
         self._recovery: _Recovery | None = None
-        # Failures reported before the monitor thread has recorded the death they belong to
-        # (a request can fail the moment its server dies, before waitid returns).
-        self._unclaimed_failures: collections.deque[float] = collections.deque(maxlen=100_000)
+        # Failures noted while no death is recorded yet: a dying server answers errors before its
+        # leader exits (vLLM: 500 EngineDeadError for a second or more after its worker died).
+        self._unattributed_failures: deque[float] = deque(maxlen=_UNATTRIBUTED_FAILURES)
         self._traffic_seen = False
         self._wake = threading.Event()
         self._done = threading.Event()
@@ -271,7 +272,8 @@ class Supervisor:
                 child.served = True
             recovery = self._recovery
             if recovery is None:
-                self._note_unclaimed(ok, t)
+                if not ok:
+                    self._unattributed_failures.append(t)
                 return
             if t < recovery.death_t or recovery.first_success_t is not None:
                 return
@@ -281,21 +283,6 @@ class Supervisor:
                 self._close_recovery()
             elif not ok:
                 recovery.failed += 1
-
-    def _note_unclaimed(self, ok: bool, t: float) -> None:
-        """Keep failures no death has claimed yet; a success settles those before it."""
-        unclaimed = self._unclaimed_failures
-        if not ok:
-            unclaimed.append(t)
-            return
-        while unclaimed and unclaimed[0] <= t:
-            unclaimed.popleft()
-
-    def _claim_failures(self, death_t: float) -> int:
-        """How many unclaimed failures came at or after death_t; the rest are dropped."""
-        claimed = sum(1 for t in self._unclaimed_failures if t >= death_t)
-        self._unclaimed_failures.clear()
-        return claimed
 
     def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
         """Stop for good: `sig` to the whole group, SIGKILL after `timeout`; records `stopped`."""
@@ -433,8 +420,11 @@ class Supervisor:
                     else min(self.backoff_initial_s * 2 ** (failures - 1), self.backoff_max_s)
                 )
                 self._recovery = _Recovery(
-                    death_t=death_t, cause=verdict.cause, failed=self._claim_failures(death_t)
+                    death_t=death_t,
+                    cause=verdict.cause,
+                    failed=sum(t >= death_t for t in self._unattributed_failures),
                 )
+                self._unattributed_failures.clear()
                 self._state = "restarting"
                 self.run_dir.event(
                     EventKind.RESTARTING,

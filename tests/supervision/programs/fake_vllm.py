@@ -1,16 +1,20 @@
-"""vLLM's process structure, faithfully: an API server serving /health (and /work), an EngineCore
-child, and a Worker grandchild that holds the most memory (what the OOM killer picks).
+"""vLLM's process structure, faithfully: an API server, an EngineCore child, and a Worker
+grandchild that holds the most memory (what the OOM killer picks). The API server answers /health,
+/work, /version, /v1/models and /v1/chat/completions (a canned one-word answer), enough for the
+harness's probes and Locust's chat users.
 
 When the worker dies (e.g. SIGKILL), the engine reports it and exits; the API server then logs
-`Worker proc VllmWorker-0 died unexpectedly` and `EngineDeadError`, and exits 0, as vLLM does.
+`Worker proc VllmWorker-0 died unexpectedly` and `EngineDeadError`, answers 500 EngineDeadError
+for --dying-s, and exits 0, as vLLM does.
 
-usage: fake_vllm.py PORT [--worker-mib N] [--engine-mib N]
+usage: fake_vllm.py PORT [--worker-mib N] [--engine-mib N] [--dying-s S] [--model NAME]
 """
 
 from __future__ import annotations
 
 import argparse
 import http.server
+import json
 import subprocess
 import sys
 import threading
@@ -37,6 +41,8 @@ def main() -> None:
     parser.add_argument("port", type=int)
     parser.add_argument("--worker-mib", type=int, default=64)
     parser.add_argument("--engine-mib", type=int, default=16)
+    parser.add_argument("--dying-s", type=float, default=0.2, help="500s answered before exiting")
+    parser.add_argument("--model", default="fake", help="the one model /v1/models lists")
     parser.add_argument("--engine", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine:
@@ -56,11 +62,39 @@ def main() -> None:
     )
     dead = threading.Event()
 
+    models = {"object": "list", "data": [{"id": args.model, "object": "model", "owned_by": "vllm"}]}
+    answer = {
+        "object": "chat.completion",
+        "model": args.model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+    routes = {"/version": {"version": "fake"}, "/v1/models": models}
+
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn
+
         def do_GET(self) -> None:
-            self.send_response(500 if dead.is_set() else 200)
+            found = routes.get(self.path, "ok" if self.path in ("/health", "/work") else None)
+            self._answer(404 if found is None else 200, found or {"error": "not found"})
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            found = self.path == "/v1/chat/completions"
+            self._answer(200 if found else 404, answer if found else {"error": "not found"})
+
+        def _answer(self, status: int, body: object) -> None:
+            if dead.is_set():
+                status = 500
+                body = {"error": {"message": "EngineCore encountered an issue (EngineDeadError)"}}
+            data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(b'{"error": "EngineDeadError"}' if dead.is_set() else b"ok")
+            self.wfile.write(data)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -72,7 +106,7 @@ def main() -> None:
     dead.set()
     print("ERROR Worker proc VllmWorker-0 died unexpectedly, shutting down executor.", flush=True)
     print("vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue.", flush=True)
-    time.sleep(0.2)  # a few requests see the 500, as with vLLM
+    time.sleep(args.dying_s)  # requests see the 500 meanwhile: real vLLM takes a second or more
     server.shutdown()
     sys.exit(0)
 
