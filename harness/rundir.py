@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -152,6 +153,14 @@ def write_json_atomic(path: str | os.PathLike[str], document: Any) -> None:
     write_atomic(path, orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
 
 
+def read_json_file(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A JSON document of a run directory, or None when it is missing or torn."""
+    try:
+        return orjson.loads(Path(path).read_bytes())
+    except (FileNotFoundError, NotADirectoryError, orjson.JSONDecodeError):
+        return None
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Yield the objects of a JSON Lines file, skipping a torn or blank line."""
     try:
@@ -236,6 +245,40 @@ class JsonlWriter:
         self.close()
 
 
+class RemovedOnFailure:
+    """A command's run directory, removed when the command fails before keep() (before anything
+    useful is in it): a failed command leaves no empty run directory behind. One the user gave
+    that already held anything is never touched; an empty one is emptied again, not removed.
+
+        with RemovedOnFailure(path) as guard:
+            ...  # pre-checks, opening the target: a failure here removes what was made
+            guard.keep()  # the run has begun: from here on its directory stays
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._existed = self.path.is_dir()
+        self.kept = self._existed and any(self.path.iterdir())
+
+    def keep(self) -> None:
+        self.kept = True
+
+    def __enter__(self) -> RemovedOnFailure:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None or self.kept:
+            return
+        if not self._existed:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for child in self.path.iterdir():  # it was empty: what is in it now, this command made
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+
 class RunDir:
     """One run's directory: appenders for events and samples, atomic JSON documents."""
 
@@ -244,6 +287,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self._writers: dict[str, JsonlWriter] = {}
         self._lock = threading.Lock()
+        self._manifest_lock = threading.Lock()  # updates read, merge and write: one at a time
 
     @classmethod
     def create(cls, root: str | os.PathLike[str] = "runs", prefix: str = "run") -> RunDir:
@@ -296,9 +340,10 @@ class RunDir:
 
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
         """Merge fields into manifest.json (atomically), e.g. end_time at the end of a run."""
-        manifest = self.read_json(MANIFEST) or {}
-        manifest.update(fields)
-        write_json_atomic(self.path / MANIFEST, manifest)
+        with self._manifest_lock:
+            manifest = self.read_json(MANIFEST) or {}
+            manifest.update(fields)
+            write_json_atomic(self.path / MANIFEST, manifest)
         return manifest
 
     def read_json(self, name: str) -> dict[str, Any] | None:

@@ -14,7 +14,15 @@ import orjson
 
 from harness.driver.ladder import extrapolate, ladder_table, rung_figures
 from harness.errors import UserError
-from harness.rundir import MANIFEST, SUMMARY, new_run_id, utc_iso, write_json_atomic
+from harness.rundir import (
+    MANIFEST,
+    SUMMARY,
+    RemovedOnFailure,
+    new_run_id,
+    read_json_file,
+    utc_iso,
+    write_json_atomic,
+)
 from harness.scale.config import (
     ScaleConfig,
     config_from_settings,
@@ -46,22 +54,24 @@ def run_ladder(
         for n in sorted(set(sizes)):
             open_dataset(replace(config, n=n), console)
     rungs = []
-    for n in sorted(set(sizes)):
-        run_dir = root / f"n{n}"
-        console.say(f"ladder rung N={n:,} in {run_dir}")
-        rung = replace(config, n=n, run_dir=str(run_dir))
-        settings = config_settings(rung, keep_secrets=True)
-        done = subprocess.run(
-            [sys.executable, "-c", _RUNG_COMMAND],
-            env={**os.environ, _RUNG_ENV: orjson.dumps(settings).decode()},
-            check=False,
-        )
-        outcome = (_load_json(run_dir / MANIFEST) or {}).get("outcome")
-        if outcome is None:
-            raise UserError(f"ladder rung N={n:,} did not finish (exit {done.returncode})")
-        summary = _load_json(run_dir / SUMMARY) or write_summary(run_dir).summary
-        figures = rung_figures(summary, outcome["seconds"], outcome["process_peak_rss_bytes"])
-        rungs.append({"n": n, "run_dir": str(run_dir), "ok": outcome["ok"], **figures})
+    with RemovedOnFailure(root) as guard:  # a ladder whose first rung fails leaves nothing
+        for n in sorted(set(sizes)):
+            run_dir = root / f"n{n}"
+            console.say(f"ladder rung N={n:,} in {run_dir}")
+            rung = replace(config, n=n, run_dir=str(run_dir))
+            settings = config_settings(rung, keep_secrets=True)
+            done = subprocess.run(
+                [sys.executable, "-c", _RUNG_COMMAND],
+                env={**os.environ, _RUNG_ENV: orjson.dumps(settings).decode()},
+                check=False,
+            )
+            outcome = (read_json_file(run_dir / MANIFEST) or {}).get("outcome")
+            if outcome is None:
+                raise UserError(f"ladder rung N={n:,} did not finish (exit {done.returncode})")
+            guard.keep()
+            summary = read_json_file(run_dir / SUMMARY) or write_summary(run_dir).summary
+            figures = rung_figures(summary, outcome["seconds"], outcome["process_peak_rss_bytes"])
+            rungs.append({"n": n, "run_dir": str(run_dir), "ok": outcome["ok"], **figures})
     document = {
         "kind": "scale-ladder",
         "mode": config.mode,
@@ -86,11 +96,3 @@ def rung_main() -> int:
     except UserError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2
-
-
-def _load_json(path: Path) -> dict[str, Any] | None:
-    """A JSON document of the run directory, or None when it is missing or torn."""
-    try:
-        return orjson.loads(path.read_bytes())
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        return None

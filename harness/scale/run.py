@@ -28,8 +28,10 @@ from harness.driver.checkpoint import RESULTS, Checkpoint, IdSet, dataset_ids, v
 from harness.driver.client import ClientDriver, DriverConfig, DriverStats, TargetRejected
 from harness.driver.dataset import (
     Dataset,
+    HashInBackground,
     as_batch_file,
     check_unchanged,
+    dataset_format,
     from_file,
     generated,
 )
@@ -38,9 +40,11 @@ from harness.errors import UserError
 from harness.rundir import (
     MANIFEST,
     EventKind,
+    RemovedOnFailure,
     RunDir,
     WriteFailed,
     new_run_id,
+    read_json_file,
     repair_jsonl,
     utc_iso,
 )
@@ -53,8 +57,9 @@ from harness.scale.config import (
 )
 from harness.scale.console import Console
 from harness.scale.progress import Progress
-from harness.scale.target import TargetHandle, open_target, settle_model, shown_command
+from harness.scale.target import TargetHandle, TargetOpening, settle_model, shown_command
 from harness.supervision.redact import MASK
+from harness.supervision.supervisor import TARGET_LOG
 
 
 def run_scale(config: ScaleConfig, *, out: TextIO = sys.stderr) -> ScaleOutcome:
@@ -62,21 +67,34 @@ def run_scale(config: ScaleConfig, *, out: TextIO = sys.stderr) -> ScaleOutcome:
     validate_config(config)
     path = _new_run_path(config)
     console = Console(out)
-    dataset = open_dataset(config, console)
-    n = dataset.n if config.n is None else config.n
-    if n > dataset.n:
-        raise UserError(f"--limit {n:,} is more than the {dataset.n:,} requests in {dataset.path}")
-    run_dir = RunDir(path)
-    config = replace(config, n=n, run_dir=str(run_dir.path))
-    run_dir.write_manifest(
-        kind="scale",
-        target_url=config.target or (shown_command(config.serve) if config.serve else "embedded"),
-        dataset=dataset.manifest(),
-        seed=config.seed,
-        calibration=measure(),
-        scale=config_settings(config),
-    )
-    return _drive_and_verify(config, run_dir, dataset, console, resumed=False)
+    if config.dataset is not None:
+        dataset_format(config.dataset)  # a file that is no dataset fails before anything starts
+    with RemovedOnFailure(path) as guard:
+        run_dir = RunDir(path)
+        opening = TargetOpening(config, run_dir, console)  # may boot while the dataset is read
+        try:
+            dataset = open_dataset(config, console)
+            n = dataset.n if config.n is None else config.n
+            if n > dataset.n:
+                raise UserError(
+                    f"--limit {n:,} is more than the {dataset.n:,} requests in {dataset.path}"
+                )
+            config = replace(config, n=n, run_dir=str(run_dir.path))
+            target_url = config.target or (
+                shown_command(config.serve) if config.serve else "embedded"
+            )
+            run_dir.write_manifest(
+                kind="scale",
+                target_url=target_url,
+                dataset=dataset.manifest(),
+                seed=config.seed,
+                calibration=measure(),
+                scale=config_settings(config),
+            )
+        except BaseException:
+            opening.close()
+            raise
+        return _drive_and_verify(config, run_dir, dataset, console, opening, guard, resumed=False)
 
 
 def resume_scale(
@@ -89,8 +107,7 @@ def resume_scale(
     out: TextIO = sys.stderr,
 ) -> ScaleOutcome:
     """Finish an interrupted run: send only the custom_ids that have no result yet."""
-    run_dir = RunDir(path)
-    manifest = run_dir.read_json(MANIFEST)
+    manifest = read_json_file(Path(path) / MANIFEST)  # nothing made where there is no run
     if manifest is None or "scale" not in manifest:
         raise UserError(
             f"{path} is not a harness scale run directory (no manifest.json with a scale block); "
@@ -111,19 +128,28 @@ def resume_scale(
         config = replace(config, report=report)
     config = replace(config, api_key=api_key)
     validate_config(config)
+    console = Console(out)
+    run_dir = RunDir(path)
     dataset = check_unchanged(manifest["dataset"])
+    if dataset.sha256 is None:
+        console.say(
+            "the run stopped before its dataset's sha256 was recorded; checked its size, mtime "
+            "and sampled blocks instead, and hashing it now"
+        )
     for name in os.listdir(run_dir.path):  # a killed run may have torn any of its logs
         if name.endswith(".jsonl") and name != RESULTS:  # the checkpoint repairs (and reports) it
             repair_jsonl(run_dir.path / name)
     resumes = [*manifest.get("resumes", []), {"time": utc_iso(), "pid": os.getpid()}]
     run_dir.update_manifest(resumes=resumes, end_time=None)
-    return _drive_and_verify(config, run_dir, dataset, Console(out), resumed=True)
+    with RemovedOnFailure(run_dir.path) as guard:  # it holds a run: never removed
+        opening = TargetOpening(config, run_dir, console)
+        return _drive_and_verify(config, run_dir, dataset, console, opening, guard, resumed=True)
 
 
 def open_dataset(config: ScaleConfig, console: Console) -> Dataset:
     """The run's dataset: the user's --dataset file, or the cached generated one for (n, seed)."""
-    if config.dataset is not None:
-        return from_file(config.dataset, limit=config.n)  # --limit N reads N records, no more
+    if config.dataset is not None:  # --limit N reads N records, no more; hashed while sending
+        return from_file(config.dataset, limit=config.n, hashed=False)
     assert config.n is not None
     cache = Path(config.cache_dir or Path(config.runs_root) / "datasets")
     started = time.monotonic()
@@ -133,6 +159,21 @@ def open_dataset(config: ScaleConfig, console: Console) -> Dataset:
     how = "reused" if reused else f"generated in {took:.1f} s,"
     console.say(f"dataset {how} {dataset.path} (sha256 {dataset.sha256[:16]})")
     return dataset
+
+
+def _hash_while_sending(
+    dataset: Dataset, run_dir: RunDir, console: Console
+) -> HashInBackground | None:
+    """Hash a dataset not hashed yet on a thread, off the path to the first request, and record
+    its sha256 in the manifest when done (a resume checks it)."""
+    if dataset.sha256 is not None:
+        return None
+
+    def record(digest: str) -> None:
+        run_dir.update_manifest(dataset={**dataset.manifest(), "sha256": digest})
+        console.say(f"dataset sha256 {digest[:16]} (hashed while sending)")
+
+    return HashInBackground(dataset, record)
 
 
 def _new_run_path(config: ScaleConfig) -> Path:
@@ -149,10 +190,18 @@ def _new_run_path(config: ScaleConfig) -> Path:
 
 
 def _drive_and_verify(
-    config: ScaleConfig, run_dir: RunDir, dataset: Dataset, console: Console, *, resumed: bool
+    config: ScaleConfig,
+    run_dir: RunDir,
+    dataset: Dataset,
+    console: Console,
+    opening: TargetOpening,
+    guard: RemovedOnFailure,
+    *,
+    resumed: bool,
 ) -> ScaleOutcome:
     """Open the target, send every request without a result, verify exactly once, and record
-    the outcome in the manifest (and the report)."""
+    the outcome in the manifest (and the report). The run directory is kept from the moment
+    sending begins, or when the target failed to start (its log says why)."""
     assert config.n is not None
     checkpoint = Checkpoint(run_dir.path)
     completed = checkpoint.completed() if resumed else IdSet()
@@ -165,19 +214,26 @@ def _drive_and_verify(
         )
         console.say(f"resuming {run_dir.path}: {len(completed):,} of {config.n:,} already done")
     progress = Progress(config.n, len(completed), run_dir, console)
+    hashing: HashInBackground | None = None
     started = time.monotonic()
     try:
-        with open_target(config, run_dir, console) as target:
+        try:
+            target = opening.open()
+        except UserError:
+            if (run_dir.path / TARGET_LOG).exists():
+                guard.keep()  # the error points at the target's log
+            raise
+        try:
             config = settle_model(config, target, dataset, run_dir, console)
             progress.plan_ooms(config.oom_at, target)
-            try:
-                stats = asyncio.run(
-                    _send_requests(
-                        config, run_dir, checkpoint, dataset, completed, target, progress
-                    )
-                )
-            finally:
-                progress.close()
+            guard.keep()  # sending begins: from here on the run can be resumed
+            hashing = _hash_while_sending(dataset, run_dir, console)
+            stats = asyncio.run(
+                _send_requests(config, run_dir, checkpoint, dataset, completed, target, progress)
+            )
+        finally:
+            progress.close()
+            opening.close()
     except (TargetUnavailable, TargetRejected) as exc:
         raise UserError(
             f"{exc}; {progress.done:,} of {config.n:,} results are saved: once the target "
@@ -191,6 +247,9 @@ def _drive_and_verify(
     except KeyboardInterrupt:
         console.say(f"interrupted; finish with harness scale --resume {run_dir.path}")
         raise
+    finally:
+        if hashing is not None:
+            hashing.wait()  # its sha256 recorded even when the run stops early: a resume checks it
     seconds = time.monotonic() - started
     driver_peak = max(progress.driver_peak_rss, psutil.Process().memory_info().rss)
     process_peak = _process_peak_rss()

@@ -9,6 +9,8 @@ import itertools
 import shlex
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -55,6 +57,46 @@ class TargetHandle:
         """Feed the supervisor's recovery timing (first success after a death)."""
         if self.supervisor is not None:
             self.supervisor.note_request(ok, t)
+
+
+class TargetOpening:
+    """open_target, begun early when the target is the embedded server and the dataset a file:
+    the server boots in its own process while this one reads the dataset and calibrates, so the
+    first request goes out sooner. Any other target opens on entry: a --serve model may load for
+    minutes, and generating a dataset first would leave the server idle (and sampled) meanwhile.
+
+        opening = TargetOpening(config, run_dir, console)
+        ...  # read the dataset, calibrate
+        target = opening.open()  # waits for the opening (re-raising its error)
+        ...
+        opening.close()
+    """
+
+    def __init__(self, config: ScaleConfig, run_dir: RunDir, console: Console) -> None:
+        self._opened = contextlib.ExitStack()
+        self._opening = open_target(config, run_dir, console)
+        self._early: Future[TargetHandle] | None = None
+        self._target: TargetHandle | None = None
+        embedded = not config.serve and config.target is None and config.supervisor is None
+        if embedded and config.dataset is not None:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="harness-target")
+            self._early = pool.submit(self._opened.enter_context, self._opening)
+            pool.shutdown(wait=False)
+
+    def open(self) -> TargetHandle:
+        """The open target (waiting for an early opening, re-raising its error)."""
+        if self._target is None:
+            if self._early is not None:
+                self._target = self._early.result()
+            else:
+                self._target = self._opened.enter_context(self._opening)
+        return self._target
+
+    def close(self) -> None:
+        """Close the target, once an opening still under way has finished (idempotent)."""
+        if self._early is not None:
+            wait_for([self._early])
+        self._opened.close()
 
 
 @contextlib.contextmanager

@@ -47,6 +47,7 @@ from harness.supervision.victim import DEFAULT_VICTIM, pick_victim
 from harness.units import format_bytes
 
 TARGET_FILE = "target.json"
+TARGET_LOG = "target.log"  # the target's stdout and stderr, in its run directory
 ADMIN_TOKEN_ENV = "HARNESS_ADMIN_TOKEN"
 
 _HEALTH_POLL_S = 0.05  # fast while a restart is expected to come up soon ...
@@ -119,7 +120,7 @@ class Supervisor:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         healthy_reset_s: float = 60.0,
-        log_name: str = "target.log",
+        log_name: str = TARGET_LOG,
     ) -> None:
         if not command:
             raise UserError(
