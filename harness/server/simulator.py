@@ -556,7 +556,7 @@ class Simulator:
                 self.metrics.prefix_cache_hits.inc(running.cached_tokens)
             self.kv_blocks += need
             running.kv_blocks += need
-            running.kv_tokens = tokens
+            running.kv_tokens = tokens - running.cached_tokens  # its own blocks' tokens
             self._follow_host()
         self.running += 1
         self._active[running] = None
@@ -629,7 +629,7 @@ class Simulator:
         generated are computed again before it goes on."""
         running.preempted = False
         await self._admit(running, front=True)
-        await self._prefill(running, running.kv_tokens - running.cached_tokens, running.kv_tokens)
+        await self._prefill(running, running.kv_tokens, running.kv_tokens + running.cached_tokens)
 
     async def _grow(self, running: Running, tokens: int) -> bool:
         """Blocks for `tokens` more decoded tokens; vllm: preempt the newest sequence while the
@@ -687,6 +687,7 @@ class Simulator:
         entry = self.prefix_cache.add(key, blocks)
         if entry is not None:
             running.kv_blocks -= blocks
+            running.kv_tokens -= blocks * BLOCK_TOKENS
             running.prefix = entry
             running.cached_tokens = blocks * BLOCK_TOKENS
 
