@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -29,6 +30,87 @@ EVENTS = "events.jsonl"
 REQUESTS = "requests.jsonl"
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
+
+
+class EventKind:
+    """The `kind` of each events.jsonl record, named once for every producer and reader."""
+
+    # a target's life, as the supervisor records it
+    STARTED: Final = "started"
+    READY: Final = "ready"
+    EXITED: Final = "exited"
+    RESTARTING: Final = "restarting"
+    RECOVERED: Final = "recovered"
+    GAVE_UP: Final = "gave_up"
+    DESCENDANT_KILLED: Final = "descendant_killed"
+    MEMORY_LIMIT_EXCEEDED: Final = "memory_limit_exceeded"
+    # faults and what they did
+    FAULT_INJECTED: Final = "fault_injected"
+    INJECT_FAILED: Final = "inject_failed"
+    OOM_PLANNED: Final = "oom_planned"
+    RESUMED: Final = "resumed"  # a hung target continued (SIGCONT)
+    # samplers
+    SOURCE_UNAVAILABLE: Final = "source_unavailable"
+    # the driver and scale
+    TARGET_DOWN: Final = "target_down"
+    TARGET_READY: Final = "target_ready"
+    DEGRADED: Final = "degraded"
+    RESTORED: Final = "restored"
+    PROGRESS: Final = "progress"
+    CHECKPOINT: Final = "checkpoint"
+    CONTEXT_CHECK: Final = "context_check"
+    VERIFICATION: Final = "verification"
+    BATCH_SUBMITTED: Final = "batch_submitted"
+    BATCH_RESUBMIT: Final = "batch_resubmit"
+    BATCH_LOST: Final = "batch_lost"
+    BATCH_FINISHED: Final = "batch_finished"
+    # Locust scenarios
+    BATCH_COMPLETED: Final = "batch_completed"
+    BEHIND_SCHEDULE: Final = "behind_schedule"
+    SCHEDULE_KEPT: Final = "schedule_kept"
+    # a context trim (the reports draw it as a tick)
+    TRIM: Final = "trim"
+
+
+def request_record(
+    *,
+    t: float,
+    t_end: float,
+    custom_id: str,
+    ok: bool,
+    status: int | None,
+    error: str | None,
+    latency_s: float | None,
+    attempt: int,
+    prompt_tokens: int | None = None,
+    output_tokens: int | None = None,
+    ttft_s: float | None = None,
+    itl_mean_s: float | None = None,
+    tpot_s: float | None = None,
+    message: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One requests.jsonl line: the keys every producer writes, then the producer's own extras
+    (e.g. `batch_id`, `scenario`); `message` only on a failure that has one."""
+    record = {
+        "t": t,
+        "t_end": t_end,
+        "id": custom_id,
+        "ok": ok,
+        "status": status,
+        "error": error,
+        "latency_s": latency_s,
+        "ttft_s": ttft_s,
+        "itl_mean_s": itl_mean_s,
+        "tpot_s": tpot_s,
+        "prompt_tokens": prompt_tokens,
+        "output_tokens": output_tokens,
+        "attempt": attempt,
+        **extra,
+    }
+    if message is not None:
+        record["message"] = message
+    return record
 
 
 def utc_iso(t: float | None = None) -> str:
@@ -69,6 +151,14 @@ def _umask() -> int:
 def write_json_atomic(path: str | os.PathLike[str], document: Any) -> None:
     """Write a JSON document atomically, indented for people."""
     write_atomic(path, orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def read_json_file(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A JSON document of a run directory, or None when it is missing or torn."""
+    try:
+        return orjson.loads(Path(path).read_bytes())
+    except (FileNotFoundError, NotADirectoryError, orjson.JSONDecodeError):
+        return None
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
@@ -155,6 +245,40 @@ class JsonlWriter:
         self.close()
 
 
+class RemovedOnFailure:
+    """A command's run directory, removed when the command fails before keep() (before anything
+    useful is in it): a failed command leaves no empty run directory behind. One the user gave
+    that already held anything is never touched; an empty one is emptied again, not removed.
+
+        with RemovedOnFailure(path) as guard:
+            ...  # pre-checks, opening the target: a failure here removes what was made
+            guard.keep()  # the run has begun: from here on its directory stays
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._existed = self.path.is_dir()
+        self.kept = self._existed and any(self.path.iterdir())
+
+    def keep(self) -> None:
+        self.kept = True
+
+    def __enter__(self) -> RemovedOnFailure:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None or self.kept:
+            return
+        if not self._existed:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for child in self.path.iterdir():  # it was empty: what is in it now, this command made
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+
 class RunDir:
     """One run's directory: appenders for events and samples, atomic JSON documents."""
 
@@ -163,6 +287,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self._writers: dict[str, JsonlWriter] = {}
         self._lock = threading.Lock()
+        self._manifest_lock = threading.Lock()  # updates read, merge and write: one at a time
 
     @classmethod
     def create(cls, root: str | os.PathLike[str] = "runs", prefix: str = "run") -> RunDir:
@@ -215,9 +340,10 @@ class RunDir:
 
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
         """Merge fields into manifest.json (atomically), e.g. end_time at the end of a run."""
-        manifest = self.read_json(MANIFEST) or {}
-        manifest.update(fields)
-        write_json_atomic(self.path / MANIFEST, manifest)
+        with self._manifest_lock:
+            manifest = self.read_json(MANIFEST) or {}
+            manifest.update(fields)
+            write_json_atomic(self.path / MANIFEST, manifest)
         return manifest
 
     def read_json(self, name: str) -> dict[str, Any] | None:

@@ -7,12 +7,13 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 from harness.errors import UserError
-from harness.rundir import MANIFEST, RunDir, read_jsonl, utc_iso
+from harness.rundir import MANIFEST, RemovedOnFailure, RunDir, new_run_id, read_jsonl, utc_iso
 from harness.supervision.samplers import start_sampling
 from harness.units import format_bytes, parse_duration
 
@@ -52,40 +53,45 @@ def run(args: argparse.Namespace) -> int:
     target = _Matcher(args.match) if args.match else None
     if target is not None and target() is None:
         print(f"harness: no process matches {args.match!r} yet; waiting for one", file=sys.stderr)
-    run_dir = RunDir(args.run_dir) if args.run_dir else RunDir.create(prefix="sample")
-    if run_dir.read_json(MANIFEST) is None:
-        run_dir.write_manifest(target_url=args.url, sampled={"pid": args.pid, "match": args.match})
-    pid: Any = target if target is not None else args.pid
-    received: list[int] = []
+    path = Path(args.run_dir) if args.run_dir else Path("runs") / new_run_id("sample")
+    with RemovedOnFailure(path) as guard:  # sampling that cannot start leaves no run directory
+        run_dir = RunDir(path)
+        if run_dir.read_json(MANIFEST) is None:
+            run_dir.write_manifest(
+                target_url=args.url, sampled={"pid": args.pid, "match": args.match}
+            )
+        pid: Any = target if target is not None else args.pid
+        received: list[int] = []
 
-    def on_signal(signum: int, frame: Any) -> None:
-        received.append(signum)
+        def on_signal(signum: int, frame: Any) -> None:
+            received.append(signum)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    print(
-        f"harness: sampling every {interval:g} s into {run_dir.path / 'samples.jsonl'}; "
-        + (f"for {duration:g} s" if duration else "Ctrl-C stops"),
-        file=sys.stderr,
-    )
-    started = time.monotonic()
-    loop = start_sampling(
-        run_dir, interval=interval, pid=pid, metrics_url=args.url, gpu=not args.no_gpu
-    )
-    try:
-        while not received:
-            if duration is not None and time.monotonic() - started >= duration:
-                break
-            if args.pid is not None and not psutil.pid_exists(args.pid):
-                print(f"harness: pid {args.pid} exited; sampling stopped", file=sys.stderr)
-                break
-            time.sleep(0.1)
-    finally:
-        loop.stop()
-        run_dir.update_manifest(end_time=utc_iso())
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    _summarise(run_dir, loop.stats())
-    return 128 + received[0] if received else 0
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        print(
+            f"harness: sampling every {interval:g} s into {run_dir.path / 'samples.jsonl'}; "
+            + (f"for {duration:g} s" if duration else "Ctrl-C stops"),
+            file=sys.stderr,
+        )
+        started = time.monotonic()
+        loop = start_sampling(
+            run_dir, interval=interval, pid=pid, metrics_url=args.url, gpu=not args.no_gpu
+        )
+        guard.keep()
+        try:
+            while not received:
+                if duration is not None and time.monotonic() - started >= duration:
+                    break
+                if args.pid is not None and not psutil.pid_exists(args.pid):
+                    print(f"harness: pid {args.pid} exited; sampling stopped", file=sys.stderr)
+                    break
+                time.sleep(0.1)
+        finally:
+            loop.stop()
+            run_dir.update_manifest(end_time=utc_iso())
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        _summarise(run_dir, loop.stats())
+        return 128 + received[0] if received else 0
 
 
 class _Matcher:

@@ -6,11 +6,12 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
 from harness.net import require_loopback_url, url_origin
-from harness.rundir import MANIFEST, RunDir, utc_iso
+from harness.rundir import MANIFEST, RemovedOnFailure, RunDir, new_run_id, utc_iso
 from harness.supervision.redact import redact_command
 from harness.supervision.samplers import start_sampling
 from harness.supervision.supervisor import Supervisor
@@ -78,56 +79,59 @@ def run(args: argparse.Namespace) -> int:
         require_loopback_url(args.metrics, "--metrics")
     interval = parse_duration(args.interval, "--interval")
     stop_timeout = parse_duration(args.stop_timeout, "--stop-timeout")
-    run_dir = RunDir(args.run_dir) if args.run_dir else RunDir.create(prefix="supervise")
-    supervisor = Supervisor(
-        command,
-        run_dir,
-        health_url=args.health,
-        memory_limit_bytes=parse_bytes(args.memory_limit, "--memory-limit")
-        if args.memory_limit
-        else None,
-        max_restarts=args.max_restarts,
-        backoff_initial_s=parse_duration(args.backoff, "--backoff"),
-        backoff_max_s=parse_duration(args.backoff_max, "--backoff-max"),
-        healthy_reset_s=parse_duration(args.healthy_reset, "--healthy-reset"),
-    )
-    _manifest(run_dir, command, args)
-    print(
-        f"harness: supervising {program_name(command)} in {run_dir.path} (its output: "
-        f"{supervisor.log_path}); Ctrl-C stops it",
-        file=sys.stderr,
-    )
-    received: list[int] = []
+    path = Path(args.run_dir) if args.run_dir else Path("runs") / new_run_id("supervise")
+    with RemovedOnFailure(path) as guard:  # a command that cannot start leaves no run directory
+        run_dir = RunDir(path)
+        supervisor = Supervisor(
+            command,
+            run_dir,
+            health_url=args.health,
+            memory_limit_bytes=parse_bytes(args.memory_limit, "--memory-limit")
+            if args.memory_limit
+            else None,
+            max_restarts=args.max_restarts,
+            backoff_initial_s=parse_duration(args.backoff, "--backoff"),
+            backoff_max_s=parse_duration(args.backoff_max, "--backoff-max"),
+            healthy_reset_s=parse_duration(args.healthy_reset, "--healthy-reset"),
+        )
+        _manifest(run_dir, command, args)
+        print(
+            f"harness: supervising {program_name(command)} in {run_dir.path} (its output: "
+            f"{supervisor.log_path}); Ctrl-C stops it",
+            file=sys.stderr,
+        )
+        received: list[int] = []
 
-    def on_signal(signum: int, frame: Any) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
+            if received:
+                supervisor.escalate()  # a second signal: no more grace
+            received.append(signum)
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in _FORWARDED}
+        sampler = None
+        try:
+            supervisor.start()
+            guard.keep()
+            if not args.no_sample:
+                sampler = start_sampling(
+                    run_dir,
+                    interval=interval,
+                    pid=lambda: supervisor.pid,
+                    metrics_url=args.metrics,
+                    gpu=not args.no_gpu,
+                )
+            while not received and not supervisor.wait(_POLL_S):
+                pass
+        finally:
+            supervisor.stop(timeout=stop_timeout, sig=received[0] if received else signal.SIGTERM)
+            if sampler is not None:
+                sampler.stop()
+            run_dir.update_manifest(end_time=utc_iso())
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if received:
-            supervisor.escalate()  # a second signal: no more grace
-        received.append(signum)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in _FORWARDED}
-    sampler = None
-    try:
-        supervisor.start()
-        if not args.no_sample:
-            sampler = start_sampling(
-                run_dir,
-                interval=interval,
-                pid=lambda: supervisor.pid,
-                metrics_url=args.metrics,
-                gpu=not args.no_gpu,
-            )
-        while not received and not supervisor.wait(_POLL_S):
-            pass
-    finally:
-        supervisor.stop(timeout=stop_timeout, sig=received[0] if received else signal.SIGTERM)
-        if sampler is not None:
-            sampler.stop()
-        run_dir.update_manifest(end_time=utc_iso())
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if received:
-        return 128 + received[0]
-    return _exit_code(supervisor.last_exit)
+            return 128 + received[0]
+        return _exit_code(supervisor.last_exit)
 
 
 def program_name(command: list[str]) -> str:

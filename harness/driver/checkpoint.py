@@ -63,7 +63,7 @@ def _read_entries(path: str | os.PathLike[str]) -> Iterator[tuple[str, bool] | N
 def dataset_ids(path: str | os.PathLike[str]) -> Iterator[str]:
     """Every custom_id of a dataset in order, reading OpenAI Batch lines without parsing bodies."""
     with open(path, "rb") as handle:
-        head = handle.readline()
+        head = handle.readline(1 << 16)  # bounded: a batch document is one 1.4 GB line
     if not _HEAD.match(head):
         for custom_id, _ in iter_requests(path):
             yield custom_id

@@ -12,6 +12,7 @@ from harness.server.memory import SlowFaults
 from harness.server.simulator import DEFAULT_PROFILE, PROFILES, Profile
 
 MiB = 1024**2
+HOST_MEMORY_RATIO = 1 / 16  # with --host-memory: bytes of host RAM held per byte of KV cache
 
 
 def default_data_dir() -> Path:

@@ -996,13 +996,3 @@ def _job_context_id(messages: list[tuple[str, str]]) -> str | None:
         if role == "system":
             return "job-" + hashlib.blake2b(content.encode(), digest_size=8).hexdigest()
     return None
-
-
-def parse_speed(text: str) -> float:
-    """--speed: a positive factor, or "max" for no simulated delay at all."""
-    if text.strip().lower() in ("max", "inf", "infinite"):
-        return math.inf
-    value = float(text)
-    if not value > 0:
-        raise ValueError("speed must be positive")
-    return value

@@ -1,0 +1,110 @@
+"""A failed command leaves no empty run directory behind: `harness scale` (bad dataset, dead
+target, a --resume of nothing), `harness supervise` (a command that cannot start), `harness
+sample` (a metrics URL it may not scrape); and never touches a directory that held something."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.net import free_port
+from harness.rundir import RemovedOnFailure
+
+HARNESS = [sys.executable, "-m", "harness"]
+
+
+def _harness(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [*HARNESS, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """A working directory with a file that is no dataset and a real one of 20 requests."""
+    (tmp_path / "bad.jsonl").write_text("this is not JSON\n")
+    done = _harness("gen", "--n", "20", "--out", str(tmp_path / "ok.json"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return tmp_path
+
+
+def _left(root: Path) -> list[str]:
+    """What a command left under root besides the inputs the fixture made."""
+    return sorted(p.name for p in root.iterdir() if p.name not in ("bad.jsonl", "ok.json"))
+
+
+def test_scale_failing_before_it_sends_leaves_no_run_directory(work: Path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    for args, message in (
+        (("--dataset", "bad.jsonl"), "not a dataset"),
+        (("--dataset", "missing.json"), "does not exist"),
+        (("--dataset", "ok.json", "--limit", "50"), "more than the 20 requests"),
+        (("--dataset", "ok.json", "--target", dead), "nothing answers"),
+        (("--n", "10", "--target", dead), "nothing answers"),
+    ):
+        done = _harness("scale", *args, "--no-report", "--cache-dir", str(work / "cache"), cwd=work)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+        left = [name for name in _left(work) if name != "cache"]
+        assert left in ([], ["runs"]), (args, left)
+        assert not (work / "runs").exists() or not list((work / "runs").iterdir()), args
+
+
+def test_a_given_run_directory_is_emptied_again_or_left_alone(work: Path):
+    empty = work / "empty"
+    empty.mkdir()
+    done = _harness(
+        "scale", "--dataset", "ok.json", "--limit", "50", "--run-dir", "empty", cwd=work
+    )
+    assert done.returncode == 2 and empty.is_dir() and not list(empty.iterdir())
+    held = work / "held"
+    held.mkdir()
+    (held / "notes.txt").write_text("mine")
+    dead = f"http://127.0.0.1:{free_port()}"
+    done = _harness(
+        "scale", "--dataset", "ok.json", "--target", dead, "--run-dir", "held", cwd=work
+    )
+    assert done.returncode == 2 and (held / "notes.txt").read_text() == "mine"
+
+
+def test_a_resume_of_nothing_makes_nothing(work: Path):
+    done = _harness("scale", "--resume", "no-such-run", cwd=work)
+    assert done.returncode == 2 and "not a harness scale run directory" in done.stderr
+    assert not (work / "no-such-run").exists()
+
+
+def test_supervise_and_sample_that_cannot_start_leave_no_run_directory(work: Path):
+    done = _harness("supervise", "--run-dir", "sup", "--", str(work / "no-such-program"), cwd=work)
+    assert done.returncode == 2 and "cannot start" in done.stderr
+    done = _harness(
+        "sample",
+        "--pid",
+        str(os.getpid()),
+        "--url",
+        "http://10.0.0.1:8000/metrics",
+        "--duration",
+        "1",
+        "--run-dir",
+        "smp",
+        cwd=work,
+    )
+    assert done.returncode == 2 and "loopback" in done.stderr
+    assert _left(work) == []
+
+
+def test_removed_on_failure_keeps_what_became_useful(tmp_path: Path):
+    with pytest.raises(RuntimeError), RemovedOnFailure(tmp_path / "a") as guard:
+        (tmp_path / "a").mkdir()
+        raise RuntimeError("pre-check failed")
+    assert not (tmp_path / "a").exists() and not guard.kept
+    with pytest.raises(RuntimeError), RemovedOnFailure(tmp_path / "b") as guard:
+        (tmp_path / "b").mkdir()
+        (tmp_path / "b" / "results.jsonl").write_text("{}\n")
+        guard.keep()
+        raise RuntimeError("the target died mid-run")
+    assert (tmp_path / "b" / "results.jsonl").exists()
