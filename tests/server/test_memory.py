@@ -188,7 +188,7 @@ def test_prefix_cache_hits_cover_the_shared_system_prompts_full_blocks():
         profile = toy_profile("vllm", context_limit=512)
         sim = simulator(profile)
         system = "s" * 400  # 100 tokens + 4 of template: 104 tokens, 6 full blocks (96 tokens)
-        key, tokens = shared_prefix([("system", system), ("user", "x")])
+        _, tokens = shared_prefix([("system", system), ("user", "x")])
         assert tokens == 104
         first = sim.plan(request("a" * 200, system))
         assert first.new_prompt_tokens == count_chat_tokens(first.messages) == 3 + 104 + 54
