@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # Every default comes from ServerConfig (and the policies it holds), not from here.
     config = ServerConfig()
     context = config.context
+    slow = config.slow_faults
     limits = config.limits
     parser = subparsers.add_parser(
         "serve",
@@ -129,6 +130,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="upload limit in MiB (default %(default)g)",
     )
     add(
+        "--context-per-job",
+        action="store_true",
+        help="requests with no context_id share one running context per job (system prompt), "
+        "answered one after the other, as the team's batch server keeps one per batch",
+    )
+    add(
+        "--leak-mb-per-1k-requests",
+        type=float,
+        default=slow.leak_mb_per_1k_requests,
+        metavar="MB",
+        help="slow fault: VRAM (and --host-memory RAM) never freed, MB per 1,000 finished "
+        "requests (default %(default)g)",
+    )
+    add(
+        "--fragmentation",
+        type=float,
+        default=slow.fragmentation,
+        metavar="F",
+        help="slow fault: share of every freed allocation the allocator cannot reuse until a "
+        "restart (default %(default)g)",
+    )
+    add(
         "--max-connections",
         type=int,
         default=None,
@@ -178,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.server import PROFILES, serve
     from harness.server.config import default_data_dir
     from harness.server.context import ContextPolicy
+    from harness.server.memory import SlowFaults
 
     if args.list_profiles:
         _print_profiles(PROFILES)
@@ -197,6 +221,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--host-memory-ratio must be positive, e.g. 0.0625")
     if args.load_time < 0 or args.trim_every < 0 or not 0 <= args.port <= 65535:
         raise UserError("--load-time and --trim-every must not be negative; --port is 0-65535")
+    if args.leak_mb_per_1k_requests < 0 or not 0 <= args.fragmentation < 1:
+        raise UserError(
+            "--leak-mb-per-1k-requests must not be negative; --fragmentation is a share in [0, 1)"
+        )
     if not args.batch_window_seconds > 0:
         raise UserError("--batch-window-seconds must be positive, e.g. 86400")
     config = ServerConfig(
@@ -216,6 +244,11 @@ def run(args: argparse.Namespace) -> int:
             trim_every=args.trim_every,
             threshold=args.trim_threshold,
             vram_warning=args.vram_warning,
+            per_job=args.context_per_job,
+        ),
+        slow_faults=SlowFaults(
+            leak_mb_per_1k_requests=args.leak_mb_per_1k_requests,
+            fragmentation=args.fragmentation,
         ),
         max_body_bytes=int(args.max_body_mb * MiB),
         max_file_bytes=int(args.max_file_mb * MiB),
@@ -268,11 +301,11 @@ def _check_share(flag: str, value: float) -> None:
 
 
 def _print_profiles(profiles: dict) -> None:
-    header = f"{'profile':<20} {'model':<14} {'weights':>8} {'VRAM':>7} {'KV/token':>9} "
+    header = f"{'profile':<24} {'kind':<6} {'weights':>8} {'VRAM':>7} {'KV/token':>9} "
     print(header + f"{'KV tokens':>10} {'seqs':>5}  description")
     for p in profiles.values():
         print(
-            f"{p.name:<20} {p.model:<14} {p.weights_bytes / _GIB:>6.2f}Gi "
+            f"{p.name:<24} {p.kind:<6} {p.weights_bytes / _GIB:>6.2f}Gi "
             f"{p.vram_total_bytes / _GIB:>5.1f}Gi "
             f"{p.kv_bytes_per_token // 1024:>6}KiB {p.kv_capacity_tokens:>10} {p.max_num_seqs:>5}  "
             f"{p.description}"

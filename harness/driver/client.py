@@ -38,7 +38,12 @@ from harness.errors import UserError
 from harness.rundir import REQUESTS, RunDir, request_record
 
 Request = tuple[str, dict[str, Any]]
-_SHARD = 8  # connections per AsyncClient
+# Connections per AsyncClient: one per worker. httpcore 1.0 can hand one idle connection to several
+# queued requests at once; the losers queue again and may keep losing it to the worker that just
+# freed it for seconds, while fewer connections than workers are open (after the server closed
+# the idle ones of a degraded stretch, or at start-up). With its own connection a worker never
+# waits for another's.
+_SHARD = 1
 
 
 @dataclass

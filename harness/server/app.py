@@ -55,6 +55,7 @@ class ServerState:
             oom_mode=config.oom,
             host_memory_ratio=config.host_memory_ratio,
             load_time_s=config.load_time_s,
+            slow_faults=config.slow_faults,
         )
         self.files = FileStore(config.data_dir / "files")
         self.batches = batches.BatchManager(self, config.data_dir / "batches")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.server.context import ContextPolicy
+from harness.server.memory import SlowFaults
 from harness.server.simulator import DEFAULT_PROFILE, PROFILES, Profile
 
 MiB = 1024**2
@@ -50,6 +51,7 @@ class ServerConfig:
     load_time_s: float = 0.0
     served_model_names: tuple[str, ...] = ()
     context: ContextPolicy = field(default_factory=ContextPolicy)
+    slow_faults: SlowFaults = field(default_factory=SlowFaults)
     max_body_bytes: int = 32 * MiB
     max_file_bytes: int = 8192 * MiB
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)

@@ -5,11 +5,14 @@ prompt counts the held tokens, and its messages and answer stay in the KV cache 
 (a repeated system prompt is held once). Trims drop messages, and so free simulated VRAM and
 --host-memory RAM: every `trim_every` requests (periodic), when the context passes `threshold`
 of the context limit (threshold), and with the aggressive strategy whenever simulated VRAM is
-past `vram_warning` (vram_pressure). The simulator tracks sizes, not texts.
+past `vram_warning` (vram_pressure). Requests of one context run one after the other, in order.
+With `per_job`, requests that name no context share one per job (their system prompt), as the
+team's batch server keeps one running context per batch. The simulator tracks sizes, not texts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 from collections import OrderedDict
@@ -20,9 +23,9 @@ from typing import TYPE_CHECKING
 import orjson
 
 from harness.server.generation import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS, count_tokens
+from harness.server.memory import KvHolder
 
 if TYPE_CHECKING:
-    from harness.server.protocol import ApiError
     from harness.server.simulator import Simulator
 
 STRATEGIES = ("sliding_window", "importance", "hybrid", "aggressive")
@@ -39,17 +42,7 @@ class ContextPolicy:
     keep_fraction: float = 0.5  # a trim keeps at most this share of the context limit
     recent_messages: int = 4  # hybrid: the newest messages are kept before anything else
     max_contexts: int = 64  # least recently used contexts beyond this are dropped
-
-
-class KvHolder:
-    """Something that holds simulated KV cache: one running sequence or one context."""
-
-    __slots__ = ("failure", "host_chunks", "kv_tokens")
-
-    def __init__(self) -> None:
-        self.kv_tokens = 0
-        self.host_chunks: list[bytes] = []
-        self.failure: ApiError | None = None  # set when an injected OOM fails the sequence
+    per_job: bool = False  # requests without a context_id share one context per system prompt
 
 
 @dataclass(slots=True)
@@ -108,6 +101,7 @@ class Context:
         self.kv = KvHolder()
         self.entries: list[Entry] = []
         self.requests = 0
+        self.turn = asyncio.Lock()  # held by the request being answered in this context
         self._system_keys: set[bytes] = set()
 
     @property
@@ -162,10 +156,21 @@ class ContextStore:
         if context is None:
             context = self._contexts[context_id] = Context(context_id)
             while len(self._contexts) > self.policy.max_contexts:
-                _, dropped = self._contexts.popitem(last=False)
-                self._sim.release(dropped.kv)
+                self.drop_oldest()
         self._contexts.move_to_end(context_id)
         return context
+
+    def drop_oldest(self) -> bool:
+        """Drop the least recently used context and free its KV; False when there is none."""
+        if not self._contexts:
+            return False
+        _, dropped = self._contexts.popitem(last=False)
+        self._sim.release(dropped.kv)
+        return True
+
+    def clear(self) -> None:
+        while self.drop_oldest():
+            pass
 
     def before_request(self, context: Context, new_tokens: int) -> None:
         """Trim before a request: aggressively under VRAM pressure, else past the threshold."""

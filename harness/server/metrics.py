@@ -75,6 +75,15 @@ class ServerMetrics:
         self.running = gauge("vllm:num_requests_running", "Requests in the running batch.")
         self.waiting = gauge("vllm:num_requests_waiting", "Requests waiting for a slot.")
         self.kv_usage = gauge("vllm:kv_cache_usage_perc", "KV-cache usage; 1 means 100 percent.")
+        self.preemptions = counter(
+            "vllm:num_preemptions", "Sequences preempted (their KV freed, recomputed later)."
+        )
+        self.prefix_cache_queries = counter(
+            "vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache."
+        )
+        self.prefix_cache_hits = counter(
+            "vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache."
+        )
         self.prompt_tokens = counter("vllm:prompt_tokens", "Prefill tokens processed.")
         self.generation_tokens = counter("vllm:generation_tokens", "Generation tokens processed.")
         self._success = Counter(
@@ -114,14 +123,34 @@ class ServerMetrics:
         )
         self.vram_used = gauge("harness_sim_vram_bytes", "Simulated GPU memory in use.")
         self.vram_total = gauge("harness_sim_vram_total_bytes", "Simulated GPU memory capacity.")
-        self.kv_bytes = gauge("harness_sim_kv_cache_bytes", "Simulated KV cache in use.")
+        self.kv_bytes = gauge("harness_sim_kv_cache_bytes", "Simulated KV-cache blocks in use.")
+        self.leaked = gauge(
+            "harness_sim_leaked_bytes", "Simulated VRAM lost to --leak-mb-per-1k-requests."
+        )
+        self.fragmented = gauge(
+            "harness_sim_fragmented_bytes", "Simulated VRAM stranded by --fragmentation."
+        )
+        self.activation = gauge(
+            "harness_sim_activation_bytes", "Simulated prefill activations held now."
+        )
+        self.speed = gauge(
+            "harness_sim_speed", "The --speed time compression (0: no simulated delay)."
+        )
         self.host_memory = gauge(
-            "harness_host_memory_held_bytes", "Host RAM held for the KV cache (--host-memory)."
+            "harness_host_memory_held_bytes",
+            "Host RAM really held, following the simulated memory (--host-memory).",
         )
         self.context_tokens = gauge(
             "harness_context_tokens", "Tokens held in running conversation contexts."
         )
-        self.ready = gauge("harness_model_ready", "1 once the simulated model has loaded.")
+        self.ready = gauge("harness_model_ready", "1 once the start-up model load is over.")
+        self.loaded = gauge(
+            "harness_model_loaded", "1 while the model is in VRAM (ollama unloads)."
+        )
+        self.model_loads = counter("harness_model_loads", "Model loads after an unload (ollama).")
+        self.model_unloads = counter(
+            "harness_model_unloads", "Model unloads after keep_alive idle (ollama)."
+        )
         self._trims = Counter(
             "harness_context_trims",
             "Context trims by strategy and trigger.",

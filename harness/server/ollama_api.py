@@ -6,6 +6,7 @@ Durations are nanoseconds; errors are Ollama's {"error": "..."} (what its client
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from harness.server.app import ServerState
     from harness.server.simulator import Plan, Running
 
-KEEP_ALIVE = timedelta(minutes=5)  # Ollama's default keep_alive, shown in /api/ps
+KEEP_ALIVE_FOREVER = 100 * 365 * 86400.0  # a negative keep_alive: /api/ps shows a far future
 
 
 async def chat(request: Request, state: ServerState) -> Response | Stream:
@@ -43,9 +44,11 @@ async def tags(request: Request, state: ServerState) -> Response:
 
 async def ps(request: Request, state: ServerState) -> Response:
     sim = state.simulator
+    expires = sim.expires_at()
+    left = KEEP_ALIVE_FOREVER if expires is None else max(0.0, expires - time.monotonic())
     loaded = {
         **_model(state),
-        "expires_at": _iso(datetime.now(timezone.utc) + KEEP_ALIVE),
+        "expires_at": _iso(datetime.now(timezone.utc) + timedelta(seconds=left)),
         "size": sim.vram_used_bytes(),
         "size_vram": sim.vram_used_bytes(),
         "context_length": sim.profile.context_limit,
@@ -106,7 +109,7 @@ def _final(plan: Plan) -> dict[str, Any]:
         "done": True,
         "done_reason": plan.finish_reason,
         "total_duration": _ns(plan.e2e_s),
-        "load_duration": 0,
+        "load_duration": _ns(plan.load_s),
         "prompt_eval_count": plan.prompt_tokens,
         "prompt_eval_duration": _ns(plan.ttft_s),
         "eval_count": plan.output_tokens,

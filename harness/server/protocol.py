@@ -6,6 +6,7 @@ problem is an ApiError, which the app renders as an OpenAI-style error body with
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,7 @@ class GenerateRequest:
     include_usage: bool = False
     json_mode: bool = False
     context_id: str | None = None
+    keep_alive_s: float | None = None  # Ollama: how long the model stays loaded after this one
 
 
 def parse_chat(data: dict[str, Any]) -> GenerateRequest:
@@ -184,6 +186,7 @@ def parse_ollama_chat(data: dict[str, Any]) -> GenerateRequest:
         stream=_bool(data, "stream", True),
         json_mode=data.get("format") is not None,
         context_id=_context_id(data),
+        keep_alive_s=_keep_alive(data),
     )
 
 
@@ -204,6 +207,7 @@ def parse_ollama_generate(data: dict[str, Any]) -> GenerateRequest:
         stream=_bool(data, "stream", True),
         json_mode=data.get("format") is not None,
         context_id=_context_id(data),
+        keep_alive_s=_keep_alive(data),
     )
 
 
@@ -293,6 +297,33 @@ def _context_id(data: dict[str, Any]) -> str | None:
     if not isinstance(value, str) or not 0 < len(value) <= 128:
         raise invalid_value("context_id", "expected a string of 1 to 128 characters.")
     return value
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _keep_alive(data: dict[str, Any]) -> float | None:
+    """Ollama's keep_alive: seconds as a number, or a duration such as "5m", "90s", "1h"; negative
+    keeps the model loaded for good, 0 unloads it as soon as the request ends."""
+    value = data.get("keep_alive")
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        for unit in ("ms", "s", "m", "h"):
+            number = text.removesuffix(unit)
+            if number != text:
+                try:
+                    return float(number) * _DURATION_UNITS[unit]
+                except ValueError:
+                    break
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    raise invalid_value("keep_alive", 'expected seconds or a duration such as "5m" or "-1".')
 
 
 def _ollama_num_predict(data: dict[str, Any]) -> int | None:
