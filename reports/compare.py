@@ -1,22 +1,26 @@
-"""Scale-regression check: one run's summary.json against a committed baseline.
+"""Scale-regression check: a run (or a repeat group of runs) against a committed baseline.
 
 Each metric has a direction (throughput up is good; latency, memory, errors down), a threshold
 (allowed worsening: a share of the baseline, an absolute floor, the larger of both) and a verdict.
-Timing metrics are first scaled by the calibration ratio of the two machines, so a slower machine
-is not a regression: latency x (this speed / baseline speed), throughput / that ratio.
+Timing metrics are first scaled by the speed ratio of the two machines' loopback references
+(harness.calibration), so a slower machine is not a regression. With repeats on either side,
+timing metrics are judged on the 95% interval of the change: a regression only when the whole
+interval is worse than the threshold, an improvement only when it is wholly better.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.errors import UserError
 from harness.rundir import utc_iso
 from reports.formatting import format_metric
+from reports.repeat import aggregate, normalized, reference_rate
+from reports.stats import Estimate, difference_ci95, estimate
 from reports.summary import SCHEMA as SUMMARY_SCHEMA
 
 BASELINE_SCHEMA = "harness-baseline/1"
@@ -121,6 +125,14 @@ RULES: tuple[Rule, ...] = (
         optional=True,
         informational=True,
     ),
+    # SLOs: compared only when both sides judged the same objectives (see _slo_specs)
+    Rule("slo.goodput_rps", HIGHER, True, Threshold(0.15)),
+    Rule("slo.goodput_output_tokens_per_s", HIGHER, True, Threshold(0.15), default=False),
+    Rule("slo.attainment", HIGHER, False, Threshold(0.0, 0.02)),
+    Rule("slo.*", HIGHER, False, _NONE_ALLOWED, default=False, informational=True),
+    # CPU seconds the driver and the target spent per request: what the code costs
+    Rule("cost.cpu_s_per_request", LOWER, True, Threshold(0.10), optional=True),
+    Rule("cost.*", LOWER, True, Threshold(0.10), default=False, optional=True),
     Rule("events.unexpected_exits", LOWER, False, _NONE_ALLOWED),
     Rule("events.*", LOWER, False, _NONE_ALLOWED, default=False),
 )
@@ -191,7 +203,11 @@ def resolve_threshold(name: str, rule: Rule, specs: Mapping[str, str]) -> Thresh
 
 @dataclass
 class Row:
-    """One metric's comparison; `normalized` is the current value in the baseline machine's time."""
+    """One metric's comparison; `normalized` is the current value in the baseline machine's time.
+
+    With repeats, `current` and `normalized` are means over the runs, `ci95` the 95% interval of
+    the relative change, and `n` / `baseline_n` how many runs each side holds.
+    """
 
     metric: str
     direction: str
@@ -202,6 +218,9 @@ class Row:
     threshold: Threshold
     verdict: str
     limit: float | None = None
+    ci95: tuple[float, float] | None = None
+    n: int = 1
+    baseline_n: int = 1
 
 
 @dataclass
@@ -211,6 +230,8 @@ class Comparison:
     baseline_source: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     ignored: list[str] = field(default_factory=list)
+    runs: int = 1
+    slo: dict[str, Any] | None = None  # this run's SLO verdict (all runs of a repeat group)
 
     @property
     def failures(self) -> list[Row]:
@@ -220,13 +241,20 @@ class Comparison:
     def passed(self) -> bool:
         return not self.failures
 
+    @property
+    def slo_met(self) -> bool | None:
+        """Whether every SLO was met in every run; None when no SLOs were given."""
+        return None if self.slo is None else self.slo["verdict"] == "pass"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": "pass" if self.passed else "regression",
             "run_id": self.run_id,
+            "runs": self.runs,
             "baseline": self.baseline_source,
             "calibration": self.calibration,
             "regressions": [row.metric for row in self.failures],
+            "slo": self.slo,
             "metrics": [asdict(row) for row in self.rows],
             "ignored": self.ignored,
         }
@@ -240,12 +268,17 @@ class Comparison:
         else:
             head = f"### Scale regression check: ✅ passed ({len(self.rows)} metrics)"
         source = self.baseline_source.get("run_id")
+        runs = f" ({self.runs} repeats, means with 95% intervals)" if self.runs > 1 else ""
         lines = [
             head,
             "",
-            f"Run `{self.run_id}` vs `{baseline_label}`"
+            f"Run `{self.run_id}`{runs} vs `{baseline_label}`"
             + (f" (run `{source}`)." if source else "."),
             _calibration_line(self.calibration),
+        ]
+        if self.slo is not None:
+            lines.append(_slo_line(self.slo))
+        lines += [
             "",
             "| metric | baseline | current | change | allowed worsening | result |",
             "| --- | --- | --- | ---: | --- | --- |",
@@ -255,11 +288,17 @@ class Comparison:
         return "\n".join(lines) + "\n"
 
 
+def _slo_line(slo: dict[str, Any]) -> str:
+    mark = {"pass": "✅ met", "fail": "❌ missed", "unmeasured": "⚠️ not measured"}[slo["verdict"]]
+    missed = f" ({', '.join(slo['missed'])})" if slo.get("missed") else ""
+    return f"SLOs `{slo['spec']}`: {mark}{missed}."
+
+
 def _calibration_line(calibration: dict[str, Any]) -> str:
     if calibration.get("applied"):
         return (
-            f"Timing metrics normalised by calibration: this machine ran the calibration workload "
-            f"at {calibration['speed_ratio']:.2f}× the baseline machine's speed."
+            f"Timing metrics normalised by the loopback reference: this machine ran it at "
+            f"{calibration['speed_ratio']:.2f}× the baseline machine's speed."
         )
     return f"Timing metrics compared unnormalised: {calibration.get('reason')}."
 
@@ -270,6 +309,8 @@ def _markdown_row(row: Row, calibrated: bool) -> str:
         current += f" (norm. {format_metric(row.metric, row.normalized)})"
     if row.change is not None:
         change = f"{row.change:+.1%}"
+        if row.ci95 is not None:
+            change += f" (95% {row.ci95[0]:+.1%} to {row.ci95[1]:+.1%})"
     elif row.baseline is not None and row.normalized is not None:
         change = f"{row.normalized - row.baseline:+g}"
     else:
@@ -292,54 +333,82 @@ def _markdown_row(row: Row, calibrated: bool) -> str:
     )
 
 
-def _calibration(current: dict | None, baseline: dict | None, enabled: bool) -> dict[str, Any]:
+def _calibration(
+    currents: list[dict | None], baseline: dict | None, enabled: bool
+) -> dict[str, Any]:
+    """Per run, this machine's speed over the baseline machine's (loopback references)."""
     if not enabled:
         return {"applied": False, "reason": "calibration disabled (--no-calibration)"}
-    if not baseline or not baseline.get("cpu_ops_per_s"):
-        return {"applied": False, "reason": "the baseline has no calibration"}
-    if not current or not current.get("cpu_ops_per_s"):
-        return {"applied": False, "reason": "this run's manifest has no calibration"}
-    if current.get("workload") != baseline.get("workload"):
-        return {"applied": False, "reason": "the two calibrations ran different workloads"}
+    if not baseline or reference_rate(baseline) is None:
+        return {"applied": False, "reason": "the baseline has no loopback reference"}
+    if any(reference_rate(current) is None for current in currents):
+        return {"applied": False, "reason": "this run's manifest has no loopback reference"}
+    if any((current or {}).get("workload") != baseline.get("workload") for current in currents):
+        return {"applied": False, "reason": "the two references ran different workloads"}
+    base = reference_rate(baseline)
+    assert base is not None
+    ratios = [reference_rate(current) / base for current in currents]  # type: ignore[operator]
     return {
         "applied": True,
-        "speed_ratio": current["cpu_ops_per_s"] / baseline["cpu_ops_per_s"],
-        "current_cpu_ops_per_s": current["cpu_ops_per_s"],
-        "baseline_cpu_ops_per_s": baseline["cpu_ops_per_s"],
+        "speed_ratio": sum(ratios) / len(ratios),
+        "speed_ratios": ratios,
+        "current_requests_per_cpu_s": [reference_rate(current) for current in currents],
+        "baseline_requests_per_cpu_s": base,
     }
 
 
-def _judge(rule: Rule, baseline: float, normalized: float, threshold: Threshold) -> str:
-    worse = normalized - baseline if rule.direction == LOWER else baseline - normalized
+def _judge(
+    rule: Rule,
+    baseline: float,
+    normalized: float,
+    threshold: Threshold,
+    interval: tuple[float, float] | None = None,
+) -> str:
+    """Regressed when worse than allowed: the whole 95% interval of the change, when there is
+    one (`interval`: current - baseline), else the point difference."""
     allowed = threshold.allowed(baseline)
     tolerance = 1e-9 * max(abs(baseline), abs(normalized)) + 1e-12
-    if worse > allowed + tolerance:
+    if interval is None:
+        interval = (normalized - baseline, normalized - baseline)
+    low, high = interval
+    least_worse, most_worse = (low, high) if rule.direction == LOWER else (-high, -low)
+    if least_worse > allowed + tolerance:
         return REGRESSED
-    if worse < -allowed - tolerance:
+    if most_worse < -allowed - tolerance:
         return IMPROVED
     return OK
 
 
 def compare(
-    summary: Mapping[str, Any],
+    summary: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     baseline: Mapping[str, Any],
     *,
     thresholds: Mapping[str, str] | None = None,
     max_error_rate: float | None = None,
     calibrate: bool = True,
 ) -> Comparison:
-    """Compare a run's summary with a baseline document (see `make_baseline`).
+    """Compare a run's summary (or the summaries of a repeat group) with a baseline document
+    (see `make_baseline`).
 
     `thresholds` ({pattern: "10%"}) override the baseline's own, which override the defaults.
     """
+    summaries = [summary] if isinstance(summary, Mapping) else list(summary)
+    if not summaries:
+        raise ValueError("compare needs at least one summary")
     specs = {**(baseline.get("thresholds") or {}), **(thresholds or {})}
     base = {k: float(v) for k, v in (baseline.get("metrics") or {}).items() if v is not None}
-    current = flatten(summary)
-    calibration = _calibration(summary.get("calibration"), baseline.get("calibration"), calibrate)
-    speed = calibration.get("speed_ratio", 1.0)
+    samples = baseline.get("samples") or {}
+    flats = [flatten(s) for s in summaries]
+    calibration = _calibration(
+        [s.get("calibration") for s in summaries], baseline.get("calibration"), calibrate
+    )
+    speeds = calibration.get("speed_ratios") or [1.0] * len(summaries)
 
-    names = set(base) | {n for n in current if _wanted(n, specs)}
+    slo_block, slo_ignored = _slo_specs(summaries, baseline)
+    names = set(base) | {n for flat in flats for n in flat if _wanted(n, specs)}
     ignored = sorted(name for name in names if rule_for(name) is None)
+    if slo_ignored:
+        ignored += sorted(n for n in names if n.startswith("slo.") and n not in ignored)
     rows = []
     for name in sorted(names - set(ignored), key=_display_order):
         rule = rule_for(name)
@@ -348,43 +417,96 @@ def compare(
         limit = rule.limit
         if name == "errors.rate" and max_error_rate is not None:
             limit = max_error_rate
-        value, reference = current.get(name), base.get(name)
-        normalized = value
-        if value is not None and rule.timing:
-            normalized = value * speed if rule.direction == LOWER else value / speed
+        values = [flat.get(name) for flat in flats]
+        measured = [v for v in values if v is not None]
+        reference = base.get(name)
+        if len(measured) < len(values):
+            value = normalized_value = None
+        elif rule.timing:
+            normal = [
+                normalized(v, rule.direction == HIGHER, speed)
+                for v, speed in zip(measured, speeds, strict=True)
+            ]
+            value, normalized_value = _mean(measured), _mean(normal)
+        else:  # a count or a peak: the worst run speaks for the group
+            worst = max(measured) if rule.direction == LOWER else min(measured)
+            value = normalized_value = worst
+        interval = None
+        current_n, baseline_n = len(measured), len(samples.get(name) or [reference])
+        if rule.timing and value is not None and reference is not None:
+            interval = _interval(normal, samples.get(name), reference)
         if reference is None:
             verdict = NEW
-        elif value is None or normalized is None:
+        elif value is None or normalized_value is None:
             verdict = UNMEASURED if rule.optional else MISSING
         elif limit is not None and value > limit:
             verdict = OVER_LIMIT
         else:
-            verdict = _judge(rule, reference, normalized, threshold)
+            verdict = _judge(rule, reference, normalized_value, threshold, interval)
             if verdict == REGRESSED and rule.informational:
                 verdict = WORSE
-        change = None
-        if reference and normalized is not None:
-            change = (normalized - reference) / abs(reference)
+        change = ci95 = None
+        if reference and normalized_value is not None:
+            change = (normalized_value - reference) / abs(reference)
+            if interval is not None:
+                ci95 = (interval[0] / abs(reference), interval[1] / abs(reference))
         rows.append(
             Row(
                 name,
                 rule.direction,
                 reference,
                 value,
-                normalized,
+                normalized_value,
                 change,
                 threshold,
                 verdict,
                 limit,
+                ci95,
+                current_n,
+                baseline_n,
             )
         )
     return Comparison(
         rows=rows,
         calibration=calibration,
         baseline_source=dict(baseline.get("source") or {}),
-        run_id=(summary.get("run") or {}).get("run_id"),
+        run_id=(summaries[0].get("run") or {}).get("run_id"),
         ignored=ignored,
+        runs=len(summaries),
+        slo=slo_block,
     )
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _interval(
+    current: list[float], baseline_samples: list[float] | None, reference: float
+) -> tuple[float, float] | None:
+    """95% interval of mean(current) - baseline, when either side was repeated."""
+    base: Estimate = (
+        estimate(baseline_samples) if baseline_samples else Estimate(reference, None, 1)
+    )
+    return difference_ci95(estimate(current), base)
+
+
+def _slo_specs(
+    summaries: list[Mapping[str, Any]], baseline: Mapping[str, Any]
+) -> tuple[dict[str, Any] | None, bool]:
+    """The group's SLO verdict (failed if any run failed), and whether the SLO figures must be
+    left out because the baseline judged other objectives (goodput under other SLOs differs)."""
+    blocks = [s.get("slo") for s in summaries]
+    if all(block is None for block in blocks):
+        return None, bool(baseline.get("slo"))
+    present = [block for block in blocks if block is not None]
+    verdicts = {block["verdict"] for block in present}
+    verdict = "fail" if "fail" in verdicts else "unmeasured" if "unmeasured" in verdicts else "pass"
+    if len(present) < len(blocks):
+        verdict = "unmeasured"
+    missed = sorted({name for block in present for name in block.get("missed") or []})
+    block = {"spec": present[0]["spec"], "verdict": verdict, "missed": missed, "runs": len(present)}
+    return block, baseline.get("slo") != present[0]["spec"]
 
 
 def _display_order(name: str) -> tuple[int, str]:
@@ -401,20 +523,47 @@ def _wanted(name: str, specs: Mapping[str, str]) -> bool:
 
 
 def make_baseline(
-    summary: Mapping[str, Any], thresholds: Mapping[str, str] | None = None
+    summary: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    thresholds: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A baseline document from a run's summary: its compared metrics, calibration, thresholds."""
+    """A baseline document from a run's summary (or a repeat group's): its compared metrics,
+    reference, SLOs and thresholds; a group also keeps each timing metric's runs as `samples`
+    (on the group's mean reference speed), from which compare draws the baseline's spread."""
+    summaries = [summary] if isinstance(summary, Mapping) else list(summary)
     thresholds = dict(thresholds or {})
-    run = summary.get("run") or {}
-    metrics = {name: value for name, value in flatten(summary).items() if _wanted(name, thresholds)}
-    return {
+    first = summaries[0]
+    run = first.get("run") or {}
+    document: dict[str, Any] = {
         "schema": BASELINE_SCHEMA,
         "created_at": utc_iso(),
         "source": {"run_id": run.get("run_id"), "git_commit": run.get("git_commit")},
-        "calibration": summary.get("calibration"),
-        "metrics": dict(sorted(metrics.items())),
-        "thresholds": thresholds,
+        "calibration": first.get("calibration"),
     }
+    if len(summaries) == 1:
+        flat = flatten(first)
+        metrics = {name: value for name, value in flat.items() if _wanted(name, thresholds)}
+    else:
+        group = aggregate(summaries)
+        figures = {n: f for n, f in group["metrics"].items() if _wanted(n, thresholds)}
+        metrics = {name: f["mean"] for name, f in figures.items()}
+        document["samples"] = {
+            name: f["values"]
+            for name, f in sorted(figures.items())
+            if rule_for(name).timing and f["n"] > 1  # type: ignore[union-attr]
+        }
+        document["source"]["runs"] = len(summaries)
+        if group["normalized"]:
+            rate = group["reference_requests_per_cpu_s"]
+            document["calibration"] = {
+                **(first.get("calibration") or {}),
+                "requests_per_cpu_s": rate,
+            }
+    spec = (first.get("slo") or {}).get("spec")
+    if spec:
+        document["slo"] = spec
+    document["metrics"] = dict(sorted(metrics.items()))
+    document["thresholds"] = thresholds
+    return document
 
 
 def as_baseline(document: Mapping[str, Any], origin: str) -> dict[str, Any]:

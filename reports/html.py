@@ -79,9 +79,17 @@ def _overview(summary: Mapping[str, Any]) -> str:
         ("ended", run.get("end_time") or _when(window.get("end_t"))),
         ("duration", format_seconds(duration) if duration is not None else "—"),
         ("git commit", run.get("git_commit") or "—"),
-        ("calibration", f"{calibration['cpu_ops_per_s']:,.0f} ops/s" if calibration else "none"),
+        ("loopback reference", _reference(calibration)),
     ]
     return _pairs(rows)
+
+
+def _reference(calibration: Mapping[str, Any]) -> str:
+    """The run's machine speed (harness.calibration), as compare uses it."""
+    rate = calibration.get("requests_per_cpu_s")
+    if not rate:
+        return "none"
+    return f"{rate:,.0f} requests per CPU second ({calibration.get('workload', '?')})"
 
 
 def _traffic(summary: Mapping[str, Any]) -> str:
@@ -287,6 +295,53 @@ def _other(summary: Mapping[str, Any]) -> str:
     return _pairs(rows)
 
 
+def _slo(slo: Mapping[str, Any]) -> str:
+    """SLO verdict, goodput and each objective's attainment (reports.slo)."""
+    verdict = {"pass": "met", "fail": "MISSED", "unmeasured": "not measured"}[slo["verdict"]]
+    rows = [("objectives", slo["spec"]), ("verdict", verdict)]
+    if slo.get("requests"):
+        rows += [
+            (
+                "requests attaining every objective",
+                f"{slo['attained_all']:,} of {slo['requests']:,} ({slo['attainment']:.1%})",
+            ),
+            ("goodput", format_metric("slo.goodput_rps", slo.get("goodput_rps"))),
+            (
+                "goodput output tokens/s",
+                format_metric(
+                    "slo.goodput_output_tokens_per_s", slo.get("goodput_output_tokens_per_s")
+                ),
+            ),
+        ]
+    html = _pairs(rows)
+    objective_rows = []
+    for row in slo["objectives"]:
+        if row["verdict"] == "unmeasured":
+            objective_rows.append(
+                (
+                    row["name"],
+                    format_seconds(row["bound_s"]),
+                    "—",
+                    "—",
+                    "not measured: " + row["reason"],
+                )
+            )
+            continue
+        objective_rows.append(
+            (
+                row["name"],
+                format_seconds(row["bound_s"]),
+                format_seconds(row["measured_s"]),
+                f"{row['attainment']:.2%} (goal {row['percentile']:g}%)",
+                "met" if row["verdict"] == "pass" else "MISSED",
+            )
+        )
+    html += _table(("objective", "bound", "measured", "attained", "verdict"), objective_rows)
+    if slo["verdict"] == "fail":
+        html = html.replace("<td>MISSED</td>", '<td class="leak">MISSED</td>')
+    return html
+
+
 def render_html(summary: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
     """The whole page; `images` maps figure names to PNG bytes, embedded in that order."""
     run_id = summary["run"]["run_id"]
@@ -301,6 +356,8 @@ def render_html(summary: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         items = "".join(f"<li>{escape(w)}</li>" for w in summary["warnings"])
         parts.append(f"<div class='warn'><strong>Warnings</strong><ul>{items}</ul></div>")
     parts += ["<h2>Traffic</h2>", _traffic(summary)]
+    if summary.get("slo"):
+        parts += ["<h2>SLOs and goodput</h2>", _slo(summary["slo"])]
     parts += ["<h2>Memory</h2>", _memory(summary)]
     parts += ["<h2>Engine (the server's own metrics)</h2>", _engine(summary, "engine" in images)]
     parts += ["<h2>Recovery</h2>", _recovery(summary)]

@@ -45,6 +45,9 @@ REQUEST_FIELDS = (
     "ttft_s",
     "itl_mean_s",
     "tpot_s",
+    "ttst_s",
+    "itl_max_s",
+    "scheduled_latency_s",
     "prompt_tokens",
     "output_tokens",
 )

@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from harness.errors import UserError
 from harness.rundir import utc_iso
 from reports.engine import engine_summary
 from reports.leak import leak_check
 from reports.recovery import incidents, recovery_summary
 from reports.rundata import Columns, RunData
+from reports.slo import Objective, evaluate, parse_slo
 
 SCHEMA = "harness-summary/1"
 # Above this share of samples with the load generator over 90% of a core, its latencies are suspect.
@@ -35,13 +37,19 @@ DEFINITIONS = {
     "engine": "the target's own /metrics (vLLM names): KV-cache usage 0-1 and queue gauges over "
     "samples; preemptions, queue time and prefix-cache hits from counter increases over the run "
     "(a fall or a restart is a reset)",
+    "slo": "METRIC_pQ=BOUND: a request attains it when METRIC <= BOUND (failed requests attain "
+    "nothing); met when at least Q% of the requests attain it (the nearest-rank pQ is within "
+    "BOUND); goodput: requests attaining every objective / measured window",
     "leak": "slope after warm-up, MB = 10^6 bytes; verdict needs 95% confidence and growth "
     "that continues into the last third of each process lifetime",
 }
 
 
-def summarize(run: RunData) -> dict[str, Any]:
-    """Compute summary.json's document from a loaded run directory."""
+def summarize(run: RunData, slo: tuple[Objective, ...] | None = None) -> dict[str, Any]:
+    """Compute summary.json's document from a loaded run directory.
+
+    `slo`: objectives to judge; by default those the producer stored in the manifest (`slo`).
+    """
     warnings: list[str] = []
     manifest = run.manifest
     summary: dict[str, Any] = {
@@ -74,6 +82,7 @@ def summarize(run: RunData) -> dict[str, Any]:
     summary["events"] = _event_counts(run, found)
     summary["results"] = _results(run)
     summary["load_generator"] = _load_generator(run, warnings)
+    summary["slo"] = _slo(run, slo, warnings)
     summary["warnings"] = warnings
     summary["definitions"] = DEFINITIONS
     return _plain(summary)
@@ -364,6 +373,26 @@ def _results(run: RunData) -> dict[str, Any] | None:
         block, source = run.manifest[key], f"manifest.json {key}"
     figures = {key: block.get(key) for key in ("expected", "received", "lost", "duplicated")}
     return {**figures, "source": source}
+
+
+def _slo(
+    run: RunData, objectives: tuple[Objective, ...] | None, warnings: list[str]
+) -> dict[str, Any] | None:
+    """The SLO verdict and goodput (reports.slo), when objectives were given or stored."""
+    if objectives is None:
+        stored = run.manifest.get("slo")
+        if not isinstance(stored, str) or not stored:
+            return None
+        try:
+            objectives = parse_slo(stored)
+        except UserError as exc:
+            warnings.append(f"manifest.json slo not judged: {exc}")
+            return None
+    block = evaluate(run, objectives)
+    if block["verdict"] == "unmeasured":
+        unmeasured = [o["name"] for o in block["objectives"] if o["verdict"] == "unmeasured"]
+        warnings.append(f"SLOs not measured in this run: {', '.join(unmeasured)}")
+    return block
 
 
 def _load_generator(run: RunData, warnings: list[str]) -> dict[str, Any] | None:
