@@ -73,7 +73,7 @@ def aggregate(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             values.setdefault(name, []).append(value)
     metrics = {name: {**estimate(v).to_dict(), "values": v} for name, v in sorted(values.items())}
     return {
-        "runs": len(summaries),
+        "repeats": len(summaries),
         "reference_requests_per_cpu_s": mean_rate,
         "normalized": mean_rate is not None,
         "metrics": metrics,

@@ -79,10 +79,9 @@ def difference_ci95(current: Estimate, baseline: Estimate) -> tuple[float, float
     diff = current.mean - baseline.mean
     if se == 0:
         return diff, diff
-    # Welch-Satterthwaite degrees of freedom, counting only the sides that measured a spread
-    parts = [(var_c, current.n) if current.sd is not None else None]
-    parts.append((var_b, baseline.n) if baseline.sd is not None else None)
-    denominator = sum(v**2 / (n - 1) for v, n in (p for p in parts if p is not None))
-    df = (var_c + var_b) ** 2 / denominator if denominator > 0 else 1.0
+    if current.sd is None or baseline.sd is None:  # one spread for both: its own df
+        df = float((baseline.n if current.sd is None else current.n) - 1)
+    else:  # Welch-Satterthwaite
+        df = (var_c + var_b) ** 2 / (var_c**2 / (current.n - 1) + var_b**2 / (baseline.n - 1))
     half = t95(max(1.0, df)) * se
     return diff - half, diff + half

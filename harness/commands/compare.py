@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from harness.commands.report import add_slo_arguments
+from harness.commands.report import add_slo_arguments, slo_objectives
 from harness.errors import UserError
 from harness.rundir import SUMMARY, write_atomic, write_json_atomic
 from reports.compare import (
@@ -71,7 +71,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
-    summaries = _summaries(run_dir, args.slo)
+    summaries = _summaries(run_dir, slo_objectives(args))
     thresholds = dict(parse_threshold(text) for text in args.threshold)
     if args.max_error_rate is not None and not 0 <= args.max_error_rate <= 1:
         raise UserError(

@@ -74,7 +74,9 @@ def test_client_mode_survives_oom_kills_with_every_result_once(tmp_path, cache_d
     retried = [r for r in read_jsonl(outcome.run_dir / "requests.jsonl") if r["attempt"] > 1]
     assert retried and all(r["ok"] for r in retried[-5:])
     manifest = orjson.loads((outcome.run_dir / "manifest.json").read_bytes())
-    assert manifest["verification"]["lost"] == 0 and manifest["calibration"]["requests_per_cpu_s"] > 0
+    assert (
+        manifest["verification"]["lost"] == 0 and manifest["calibration"]["requests_per_cpu_s"] > 0
+    )
     assert manifest["dataset"]["n"] == 800 and len(manifest["dataset"]["sha256"]) == 64
 
 
