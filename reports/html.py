@@ -374,3 +374,111 @@ def render_html(summary: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _sweep_cell(value: Any, kind: str) -> str:
+    if value is None:
+        return "—"
+    if kind == "s":
+        return format_seconds(value)
+    if kind == "bytes":
+        return format_metric("memory.x_bytes", value)
+    return f"{value:,.1f}"
+
+
+def render_sweep_html(document: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
+    """A capacity sweep's page (reports/sweep.py): the best point, why it stopped, each point."""
+    best, stop = document.get("best"), document.get("stop") or {}
+    target_n = document.get("target_n", 170_000)
+    rows = [
+        ("mode", f"{document['mode']} over {document['axis']}"),
+        ("requests per point", f"{document['n_per_point']:,} x {document['repeat']} repeat(s)"),
+        ("SLOs", document.get("slo") or "none"),
+        ("VRAM budget", _sweep_cell(document.get("vram_budget_bytes"), "bytes")),
+        ("RAM budget", _sweep_cell(document.get("ram_budget_bytes"), "bytes")),
+        ("stopped", f"{stop.get('reason', '?')}: {stop.get('detail', '')}".rstrip(": ")),
+    ]
+    if best:
+        rows.append(
+            (
+                "best point",
+                f"concurrency {best['concurrency']}: {best['requests_per_s']:,.1f} requests/s"
+                + (
+                    f", goodput {best['goodput_rps']:,.1f}/s"
+                    if best.get("goodput_rps") is not None
+                    else ""
+                ),
+            )
+        )
+        rows.append(
+            (
+                f"{target_n:,} requests at the best point",
+                _sweep_cell(best["predicted_target_s"], "s"),
+            )
+        )
+    else:
+        rows.append(("best point", "none met the SLOs and the budget"))
+    table = []
+    for point in document["points"]:
+        latency = point["latency"]
+        notes = []
+        if point.get("saturated"):
+            notes.append("saturated")
+        if point.get("oom"):
+            notes.append(f"{point['oom']} OOM")
+        if point.get("over_budget"):
+            notes.append(point["over_budget"].replace("_", " "))
+        if point.get("slo_missed"):
+            notes.append("missed " + ", ".join(point["slo_missed"]))
+        table.append(
+            (
+                point["concurrency"],
+                _sweep_cell(point.get("requests_per_s"), "n"),
+                _sweep_cell(point.get("goodput_rps"), "n"),
+                _sweep_cell(latency.get("e2e_s.p50"), "s"),
+                _sweep_cell(latency.get("e2e_s.p99"), "s"),
+                _sweep_cell(latency.get("ttft_s.p99"), "s"),
+                _sweep_cell(latency.get("itl_s.p99"), "s"),
+                _sweep_cell(point.get("peak_vram_bytes"), "bytes"),
+                _sweep_cell(point.get("peak_ram_bytes"), "bytes"),
+                _sweep_cell(point.get("predicted_target_s"), "s"),
+                ", ".join(notes)
+                or ("best" if best and point["concurrency"] == best["concurrency"] else ""),
+            )
+        )
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>harness capacity sweep</title><style>{_CSS}</style></head><body>",
+        "<h1>Capacity sweep</h1>",
+        f"<p class='muted'>generated {escape(document['generated_at'])}</p>",
+        _pairs(rows),
+        "<h2>Points</h2>",
+        _table(
+            (
+                "concurrency",
+                "requests/s",
+                "goodput/s",
+                "e2e p50",
+                "e2e p99",
+                "TTFT p99",
+                "ITL p99",
+                "peak VRAM",
+                "peak RAM",
+                f"{target_n:,} requests",
+                "notes",
+            ),
+            table,
+        ),
+    ]
+    png = images.get("sweep")
+    if png:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            "<figure id='sweep'><img alt='sweep plot' "
+            f"src='data:image/png;base64,{data}'><figcaption>Left: throughput against latency, "
+            "the Pareto frontier joined. Middle: one request's output tokens/s against the "
+            "server's. Right: peak memory per point, budgets dashed. The star is the best point; "
+            "hollow points missed the SLOs or the budget.</figcaption></figure>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts)

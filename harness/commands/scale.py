@@ -80,7 +80,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--speed",
-        type=_speed,
+        type=parse_speed,
         help="embedded server: divide its simulated latency by this (default: max, no delay)",
     )
     parser.add_argument("--concurrency", type=int, help="requests in flight (default 64)")
@@ -221,11 +221,16 @@ def _config(args: argparse.Namespace) -> ScaleConfig:
 
 
 def _api_key(args: argparse.Namespace) -> str | None:
-    if not args.api_key_env:
+    return api_key_from_env(args.api_key_env)
+
+
+def api_key_from_env(variable: str | None) -> str | None:
+    """The API key held in --api-key-env's variable (never on the command line)."""
+    if not variable:
         return None
-    api_key = os.environ.get(args.api_key_env)
+    api_key = os.environ.get(variable)
     if not api_key:
-        raise UserError(f"--api-key-env {args.api_key_env}: that variable is not set or empty")
+        raise UserError(f"--api-key-env {variable}: that variable is not set or empty")
     return api_key
 
 
@@ -253,7 +258,7 @@ def _points(text: str) -> tuple[float, ...]:
     return tuple(points)
 
 
-def _speed(text: str) -> float | None:
+def parse_speed(text: str) -> float | None:
     if text.strip().lower() in ("max", "inf"):
         return None
     try:
