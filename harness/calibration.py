@@ -27,7 +27,7 @@ import orjson
 from harness.slowdown import SLOWDOWN_ENV
 
 # Bump when the workload changes: references of different workloads are not comparable.
-WORKLOAD = "harness-loopback-http/1"
+WORKLOAD = "harness-loopback-http/2"
 CONNECTIONS = 8
 
 _SERVER = r"""
@@ -43,6 +43,12 @@ async def serve(reader, writer):
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
+            if head.startswith(b"GET /cpu "):  # the client reads this side's CPU between rounds
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                body = b"%.6f" % (usage.ru_utime + usage.ru_stime)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+                continue
             length = 0
             for line in head.split(b"\r\n"):
                 if line[:15].lower() == b"content-length:":
@@ -59,11 +65,7 @@ async def serve(reader, writer):
 async def main():
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], flush=True)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    idle = usage.ru_utime + usage.ru_stime  # starting up is not part of the exchange
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(usage.ru_utime + usage.ru_stime - idle, flush=True)
 
 asyncio.run(main())
 """
@@ -93,25 +95,39 @@ async def worker(deadline, counts):
         counts[0] += 1
     writer.close()
 
-async def main():
+def cpu_s():
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    idle = usage.ru_utime + usage.ru_stime
-    rates = []
+    return usage.ru_utime + usage.ru_stime
+
+async def server_cpu_s():
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /cpu HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    value = float(await reader.readexactly(length))
+    writer.close()
+    return value
+
+async def main():
+    rounds_out = []
     for _ in range(rounds):
         counts = [0]
+        mine, theirs = cpu_s(), await server_cpu_s()
         began = time.perf_counter()
         await asyncio.gather(*(worker(began + seconds, counts) for _ in range(connections)))
-        rates.append(counts[0] / (time.perf_counter() - began))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(orjson.dumps({"rates": rates, "cpu_s": usage.ru_utime + usage.ru_stime - idle}).decode())
+        wall = time.perf_counter() - began
+        cpu = cpu_s() - mine + await server_cpu_s() - theirs
+        rounds_out.append({"requests": counts[0], "wall_s": wall, "cpu_s": cpu})
+    print(orjson.dumps(rounds_out).decode())
 
 asyncio.run(main())
 """
 
 
-def measure(seconds: float = 0.6, *, rounds: int = 3) -> dict[str, Any]:
-    """Requests per CPU second of the fixed loopback exchange (both processes' CPU), the speed
-    `harness compare` divides by, and its requests per wall second (the median of `rounds`)."""
+def measure(seconds: float = 1.0, *, rounds: int = 5) -> dict[str, Any]:
+    """Requests per CPU second of the fixed loopback exchange (both processes' CPU, read between
+    rounds), the speed `harness compare` divides by, and its requests per wall second: each the
+    median of `rounds` equal rounds, with every round kept for compare's noise estimate."""
     if seconds <= 0 or rounds < 1:
         raise ValueError("the reference needs a positive number of seconds and rounds")
     env = {k: v for k, v in os.environ.items() if k != SLOWDOWN_ENV}
@@ -147,23 +163,22 @@ def measure(seconds: float = 0.6, *, rounds: int = 3) -> dict[str, Any]:
             check=True,
         )
         server.stdin.close()
-        server_cpu = float(server.stdout.readline())
         server.wait(10)
     finally:
         if server.poll() is None:
             server.kill()
             server.wait()
-    result = orjson.loads(client.stdout)
-    rates = result["rates"]
-    requests = sum(rate * seconds / rounds for rate in rates)
-    cpu_s = result["cpu_s"] + server_cpu
-    if not requests or cpu_s <= 0:
-        raise RuntimeError("the reference exchange completed no request")
+    rounds_out = orjson.loads(client.stdout)
+    if any(r["requests"] < 1 or r["cpu_s"] <= 0 for r in rounds_out):
+        raise RuntimeError("a round of the reference exchange completed no request")
+    per_cpu = [r["requests"] / r["cpu_s"] for r in rounds_out]
+    per_wall = [r["requests"] / r["wall_s"] for r in rounds_out]
     return {
         "workload": WORKLOAD,
-        "requests_per_cpu_s": round(requests / cpu_s, 1),
-        "requests_per_s": round(statistics.median(rates), 1),
-        "rounds_requests_per_s": [round(rate, 1) for rate in rates],
+        "requests_per_cpu_s": round(statistics.median(per_cpu), 1),
+        "rounds_requests_per_cpu_s": [round(rate, 1) for rate in per_cpu],
+        "requests_per_s": round(statistics.median(per_wall), 1),
+        "rounds_requests_per_s": [round(rate, 1) for rate in per_wall],
         "connections": CONNECTIONS,
         "seconds": round(time.perf_counter() - started, 3),
         "python": platform.python_version(),

@@ -296,9 +296,11 @@ def _slo_line(slo: dict[str, Any]) -> str:
 
 def _calibration_line(calibration: dict[str, Any]) -> str:
     if calibration.get("applied"):
+        interval = calibration.get("speed_ratio_ci95")
+        noise = f" (95% {interval[0]:.2f}-{interval[1]:.2f}×)" if interval else ""
         return (
             f"Timing metrics normalised by the loopback reference: this machine ran it at "
-            f"{calibration['speed_ratio']:.2f}× the baseline machine's speed."
+            f"{calibration['speed_ratio']:.2f}×{noise} the baseline machine's speed."
         )
     return f"Timing metrics compared unnormalised: {calibration.get('reason')}."
 
@@ -334,27 +336,49 @@ def _markdown_row(row: Row, calibrated: bool) -> str:
 
 
 def _calibration(
-    currents: list[dict | None], baseline: dict | None, enabled: bool
+    currents: list[dict | None], baseline: Mapping[str, Any], enabled: bool
 ) -> dict[str, Any]:
-    """Per run, this machine's speed over the baseline machine's (loopback references)."""
+    """This machine's speed over the baseline machine's, from their loopback references; applied
+    only when the two differ by more than the references' own noise (95% interval)."""
+    calibration = baseline.get("calibration")
     if not enabled:
         return {"applied": False, "reason": "calibration disabled (--no-calibration)"}
-    if not baseline or reference_rate(baseline) is None:
+    if not calibration or reference_rate(calibration) is None:
         return {"applied": False, "reason": "the baseline has no loopback reference"}
-    if any(reference_rate(current) is None for current in currents):
+    rates = [reference_rate(current) for current in currents]
+    if any(rate is None for rate in rates):
         return {"applied": False, "reason": "this run's manifest has no loopback reference"}
-    if any((current or {}).get("workload") != baseline.get("workload") for current in currents):
+    if any((c or {}).get("workload") != calibration.get("workload") for c in currents):
         return {"applied": False, "reason": "the two references ran different workloads"}
-    base = reference_rate(baseline)
+    base = reference_rate(calibration)
     assert base is not None
-    ratios = [reference_rate(current) / base for current in currents]  # type: ignore[operator]
-    return {
-        "applied": True,
-        "speed_ratio": sum(ratios) / len(ratios),
-        "speed_ratios": ratios,
-        "current_requests_per_cpu_s": [reference_rate(current) for current in currents],
+    ratio = sum(rates) / len(rates) / base  # type: ignore[arg-type]
+    figures: dict[str, Any] = {
+        "speed_ratio": ratio,
+        "current_requests_per_cpu_s": rates,
         "baseline_requests_per_cpu_s": base,
     }
+    ours = rates if len(rates) > 1 else _rounds(currents[0])
+    theirs = baseline.get("reference_samples") or _rounds(calibration)
+    interval = None
+    if ours and theirs:
+        interval = difference_ci95(estimate(ours), estimate(theirs))
+    if interval is not None:
+        low, high = (1 + interval[0] / base, 1 + interval[1] / base)
+        figures["speed_ratio_ci95"] = [low, high]
+        if low <= 1 <= high:
+            reason = (
+                f"the loopback references agree within their noise (this machine at "
+                f"{ratio:.2f}x the baseline's, 95% {low:.2f}-{high:.2f}x)"
+            )
+            return {"applied": False, "reason": reason, **figures}
+    return {"applied": True, "speed_ratios": [ratio] * len(currents), **figures}
+
+
+def _rounds(calibration: Mapping[str, Any] | None) -> list[float]:
+    """A single reference's rounds: its noise, when there are no repeats to show it."""
+    rounds = (calibration or {}).get("rounds_requests_per_cpu_s") or []
+    return [float(r) for r in rounds if isinstance(r, (int, float)) and r > 0]
 
 
 def _judge(
@@ -399,9 +423,7 @@ def compare(
     base = {k: float(v) for k, v in (baseline.get("metrics") or {}).items() if v is not None}
     samples = baseline.get("samples") or {}
     flats = [flatten(s) for s in summaries]
-    calibration = _calibration(
-        [s.get("calibration") for s in summaries], baseline.get("calibration"), calibrate
-    )
+    calibration = _calibration([s.get("calibration") for s in summaries], baseline, calibrate)
     speeds = calibration.get("speed_ratios") or [1.0] * len(summaries)
 
     slo_block, slo_ignored = _slo_specs(summaries, baseline)
@@ -552,12 +574,13 @@ def make_baseline(
             if rule_for(name).timing and f["n"] > 1  # type: ignore[union-attr]
         }
         document["source"]["runs"] = len(summaries)
-        if group["normalized"]:
+        if group["reference_samples"]:
             rate = group["reference_requests_per_cpu_s"]
             document["calibration"] = {
                 **(first.get("calibration") or {}),
                 "requests_per_cpu_s": rate,
             }
+            document["reference_samples"] = group["reference_samples"]
     spec = (first.get("slo") or {}).get("spec")
     if spec:
         document["slo"] = spec

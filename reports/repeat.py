@@ -2,9 +2,10 @@
 
 The group directory holds repeat.json, which lists its runs (sub directories r1..rK, each a whole
 run directory with its own summary.json). Every figure is the mean of the runs with Student's t
-interval; timing figures are first put on one machine speed, each run scaled by its own loopback
-reference (harness.calibration) to the group's mean reference, so that a machine that drifted
-between runs widens nothing it does not have to.
+interval, as measured: the runs of a group share one machine, and scaling each by its own loopback
+reference would add that reference's noise to every run. The references' mean (and each run's,
+as the samples of its noise) go with the group, for compare to put the group on a baseline
+machine's speed.
 """
 
 from __future__ import annotations
@@ -59,23 +60,17 @@ def aggregate(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     from reports.compare import flatten, rule_for  # compare imports this module
 
     rates = [reference_rate(s.get("calibration")) for s in summaries]
-    mean_rate = None
-    if all(rates):
-        mean_rate = sum(rates) / len(rates)  # type: ignore[arg-type]
+    samples = [rate for rate in rates if rate is not None] if all(rates) else []
     values: dict[str, list[float]] = {}
-    for summary, rate in zip(summaries, rates, strict=True):
+    for summary in summaries:
         for name, value in flatten(summary).items():
-            rule = rule_for(name)
-            if rule is None:
-                continue
-            if rule.timing and mean_rate is not None and rate is not None:
-                value = normalized(value, rule.direction == "higher", rate / mean_rate)
-            values.setdefault(name, []).append(value)
+            if rule_for(name) is not None:
+                values.setdefault(name, []).append(value)
     metrics = {name: {**estimate(v).to_dict(), "values": v} for name, v in sorted(values.items())}
     return {
         "repeats": len(summaries),
-        "reference_requests_per_cpu_s": mean_rate,
-        "normalized": mean_rate is not None,
+        "reference_requests_per_cpu_s": sum(samples) / len(samples) if samples else None,
+        "reference_samples": samples,
         "metrics": metrics,
     }
 

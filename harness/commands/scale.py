@@ -8,6 +8,7 @@ from typing import Any
 
 from harness.commands.gen import parse_count
 from harness.errors import UserError
+from harness.repeat import run_repeated
 from harness.scale import MODES, ScaleConfig, resume_scale, run_ladder, run_scale
 from harness.supervision.victim import parse_victim
 
@@ -130,6 +131,13 @@ def register(subparsers: Any) -> None:
         default=170_000,
         help="size the ladder extrapolates to (default 170k)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        metavar="K",
+        help="run K times into RUN_DIR/r1..rK and report means with 95%% confidence intervals "
+        "(repeat.json); harness compare then judges the group on those intervals",
+    )
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="with --serve: -- COMMAND ...")
     parser.set_defaults(handler=run)
@@ -159,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
                 "max_tokens",
                 "max_failed_rate",
                 "supervisor",
+                "repeat",
             )
             if getattr(args, name) is not None
         ]
@@ -180,6 +189,10 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0 if outcome.ok else 1
     config = _config(args)
+    if args.repeat is not None:
+        if args.ladder is not None:
+            raise UserError("--repeat and --ladder do not combine; repeat one size at a time")
+        return 0 if run_repeated(config, args.repeat).ok else 1
     if args.ladder is not None:
         document = run_ladder(args.ladder, config, target_n=args.ladder_to)
         return 0 if all(rung["ok"] for rung in document["rungs"]) else 1

@@ -52,7 +52,7 @@ def _summary(run_id: str, rps: float, p95: float, speed: float = SPEED, lost: in
     return {
         "schema": "harness-summary/1",
         "run": {"run_id": run_id},
-        "calibration": {"workload": "harness-loopback-http/1", "requests_per_cpu_s": speed},
+        "calibration": {"workload": "harness-loopback-http/2", "requests_per_cpu_s": speed},
         "throughput": {"requests_per_s": rps},
         "latency": {"e2e_s": {"p95": p95}},
         "cost": {"cpu_s_per_request": 1 / rps},
@@ -105,17 +105,44 @@ def test_a_change_inside_the_noise_is_neither_regressed_nor_improved() -> None:
     assert verdict["throughput.requests_per_s"] == IMPROVED
 
 
-def test_each_run_is_put_on_the_baseline_machine_speed() -> None:
-    """A run on a machine half as fast (its reference says so) is not a regression; the reference
-    ratio is taken per run, so a group split across speeds is judged fairly."""
-    baseline = make_baseline([_summary(f"b{i}", 1000 + i, 0.05) for i in range(3)])
-    slow_machine = [_summary(f"c{i}", 500 + i, 0.1, speed=SPEED / 2) for i in range(3)]
-    comparison = compare(slow_machine, baseline)
-    assert comparison.passed
-    assert comparison.calibration["speed_ratios"] == [0.5, 0.5, 0.5]
-    mixed = [_summary("m0", 1000, 0.05), _summary("m1", 500, 0.1, speed=SPEED / 2)]
-    assert compare(mixed, baseline).passed
-    assert not compare(slow_machine, baseline, calibrate=False).passed
+def _on(summary: dict, *rates: float) -> dict:
+    """The summary with a reference of these rounds (requests per CPU second)."""
+    ordered = sorted(rates)
+    median = ordered[len(ordered) // 2]
+    summary["calibration"] = {
+        "workload": "harness-loopback-http/2",
+        "requests_per_cpu_s": median,
+        "rounds_requests_per_cpu_s": list(rates),
+    }
+    return summary
+
+
+def test_a_slower_machine_is_normalised_only_when_its_reference_says_so() -> None:
+    """A machine half as fast (its reference, beyond the reference's own noise) is not a
+    regression; a reference within the noise of the baseline's is not applied at all, since it
+    would add its noise to every figure."""
+    baseline = make_baseline(
+        [_on(_summary(f"b{i}", 1000 + i, 0.05), 5900 + 50 * i, 6100 - 30 * i) for i in range(3)]
+    )
+    assert baseline["reference_samples"] and len(baseline["reference_samples"]) == 3
+    slow = [_on(_summary(f"c{i}", 500 + i, 0.1), 3000 + 20 * i) for i in range(3)]
+    comparison = compare(slow, baseline)
+    assert comparison.passed and comparison.calibration["applied"]
+    assert comparison.calibration["speed_ratio"] == pytest.approx(0.5, rel=0.02)
+    assert not compare(slow, baseline, calibrate=False).passed
+    # the same machine, its reference a little off: compared as measured, and a real 2x slowdown
+    # is not excused by the 3% the reference happened to read
+    same = [_on(_summary(f"s{i}", 500, 0.1), 5800 + 100 * i) for i in range(3)]
+    comparison = compare(same, baseline)
+    assert not comparison.calibration["applied"]
+    assert "agree within their noise" in comparison.calibration["reason"]
+    assert not comparison.passed
+    # a single run on each side: the rounds of each reference are its noise
+    single = make_baseline(_on(_summary("b", 1000, 0.05), 6000, 6300, 5800, 6100, 5900))
+    slow_single = _on(_summary("c", 500, 0.1), 3000, 3100, 2950, 3050, 3020)
+    assert compare(slow_single, single).calibration["applied"]
+    close = _on(_summary("c", 1000, 0.05), 6100, 5700, 6200, 5900, 6000)
+    assert not compare(close, single).calibration["applied"]
 
 
 def test_correctness_figures_use_the_worst_run_not_the_mean() -> None:
@@ -143,7 +170,7 @@ def _write_group(root: Path, k: int, slowdown: float = 1.0) -> Path:
 def test_a_repeat_group_on_disk_and_compare_over_it(tmp_path: Path) -> None:
     group = _write_group(tmp_path / "base", 3)
     document = orjson.loads((group / REPEAT).read_bytes())
-    assert document["runs"] == ["r1", "r2", "r3"] and document["normalized"]
+    assert document["runs"] == ["r1", "r2", "r3"] and len(document["reference_samples"]) == 3
     p95 = document["metrics"]["latency.e2e_s.p95"]
     assert p95["n"] == 3 and p95["ci95"][0] <= p95["mean"] <= p95["ci95"][1]
     assert group_runs(group) == [group / "r1", group / "r2", group / "r3"]
@@ -168,14 +195,15 @@ def test_a_torn_repeat_index_is_a_one_line_error(tmp_path: Path) -> None:
     assert main(["compare", str(group), "--baseline", str(baseline), "--update-baseline"]) == 2
 
 
-def test_aggregate_normalises_timing_but_not_memory() -> None:
-    fast = _summary("a", 1000, 0.05)
-    slow = _summary("b", 500, 0.1, speed=SPEED / 2)
-    fast["memory"] = {"peak_rss_bytes": 100.0}
-    slow["memory"] = {"peak_rss_bytes": 300.0}
-    group = aggregate([fast, slow])
+def test_aggregate_keeps_figures_as_measured_and_the_references_beside_them() -> None:
+    first = _summary("a", 1000, 0.05)
+    second = _summary("b", 800, 0.06, speed=SPEED / 2)
+    first["memory"] = {"peak_rss_bytes": 100.0}
+    second["memory"] = {"peak_rss_bytes": 300.0}
+    group = aggregate([first, second])
     rps = group["metrics"]["throughput.requests_per_s"]
-    # the mean reference is 0.75 x SPEED: 1000 / (1 / 0.75) and 500 / (0.5 / 0.75)
-    assert rps["values"] == [pytest.approx(750.0), pytest.approx(750.0)] and rps["sd"] == 0
+    assert rps["values"] == [1000.0, 800.0] and rps["mean"] == 900.0 and rps["n"] == 2
     assert group["metrics"]["memory.peak_rss_bytes"]["mean"] == 200.0
-    copy.deepcopy(group)  # plain data
+    assert group["reference_samples"] == [SPEED, SPEED / 2]
+    assert group["reference_requests_per_cpu_s"] == 0.75 * SPEED
+    assert copy.deepcopy(group) == group  # plain data
