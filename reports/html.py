@@ -111,11 +111,18 @@ def _traffic(summary: Mapping[str, Any]) -> str:
     ]
     html = _pairs(rows)
     latency_rows = []
+    streamed = (
+        ("ttst_s", "time to second token"),
+        ("itl_gap_s", "every inter-token gap"),
+        ("itl_max_s", "longest gap per request"),
+        ("scheduled_s", "from the scheduled send time"),
+    )
     for name, label in (
         ("e2e_s", "end-to-end"),
         ("ttft_s", "TTFT"),
         ("itl_s", "ITL"),
         ("tpot_s", "TPOT"),
+        *((n, label) for n, label in streamed if summary["latency"].get(n)),
     ):
         figures = summary["latency"].get(name)
         if not figures:

@@ -32,6 +32,10 @@ DEFINITIONS = {
     "ttft_s": "request sent -> first non-empty content chunk (streamed requests only)",
     "itl_s": "per-request mean gap between content chunks after the first; "
     "percentiles across requests",
+    "ttst_s": "request sent -> second token (streamed requests only)",
+    "itl_max_s": "per-request longest single inter-token gap; percentiles across requests",
+    "itl_gap_s": "every single inter-token gap of every successful streamed request, pooled",
+    "scheduled_s": "scheduled send time -> last byte (open loop): includes the schedule lag",
     "tpot_s": "(e2e - TTFT) / (output tokens - 1), per request",
     "error_rate": "failed attempts / all attempts (each attempt is one line of requests.jsonl)",
     "engine": "the target's own /metrics (vLLM names): KV-cache usage 0-1 and queue gauges over "
@@ -188,8 +192,22 @@ def _traffic_from_requests(run: RunData, warnings: list[str]) -> dict[str, Any]:
             "ttft_s": distribution(ttft),
             "itl_s": distribution(requests["itl_mean_s"][ok]),
             "tpot_s": distribution(tpot),
+            **_stream_figures(requests),
         },
     }
+
+
+def _stream_figures(requests: Any) -> dict[str, Any]:
+    """Streamed requests' time to second token, longest gap, every single gap, and latency from
+    the scheduled send time (open loop); left out where no request measured them."""
+    ok = requests.ok
+    figures = {
+        "ttst_s": distribution(requests["ttst_s"][ok]),
+        "itl_max_s": distribution(requests["itl_max_s"][ok]),
+        "itl_gap_s": requests.gaps.figures(),
+        "scheduled_s": distribution(requests["scheduled_latency_s"][ok]),
+    }
+    return {name: value for name, value in figures.items() if value is not None}
 
 
 def _traffic_from_locust(run: RunData, warnings: list[str]) -> dict[str, Any]:
