@@ -130,6 +130,13 @@ RULES: tuple[Rule, ...] = (
     Rule("slo.goodput_output_tokens_per_s", HIGHER, True, Threshold(0.15), default=False),
     Rule("slo.attainment", HIGHER, False, Threshold(0.0, 0.02)),
     Rule("slo.*", HIGHER, False, _NONE_ALLOWED, default=False, informational=True),
+    # open loop: how late the client sent; informational (the run is flagged in its summary)
+    Rule(
+        "schedule.lag_p99_s", LOWER, True, Threshold(1.0, 0.01), optional=True, informational=True
+    ),
+    Rule(
+        "schedule.*", LOWER, False, _NONE_ALLOWED, default=False, optional=True, informational=True
+    ),
     # CPU seconds the driver and the target spent per request: what the code costs
     Rule("cost.cpu_s_per_request", LOWER, True, Threshold(0.10), optional=True),
     Rule("cost.*", LOWER, True, Threshold(0.10), default=False, optional=True),

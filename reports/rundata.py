@@ -49,6 +49,7 @@ REQUEST_FIELDS = (
     "ttst_s",
     "itl_max_s",
     "scheduled_latency_s",
+    "schedule_lag_s",
     "prompt_tokens",
     "output_tokens",
 )

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.arrivals import DEFAULT_LAG_LIMIT_S
 from harness.errors import UserError
 from harness.rundir import utc_iso
 from reports.engine import engine_summary
@@ -87,6 +88,7 @@ def summarize(run: RunData, slo: tuple[Objective, ...] | None = None) -> dict[st
     summary["results"] = _results(run)
     summary["load_generator"] = _load_generator(run, warnings)
     summary["slo"] = _slo(run, slo, warnings)
+    summary["schedule"] = _schedule(run, warnings)
     summary["warnings"] = warnings
     summary["definitions"] = DEFINITIONS
     return _plain(summary)
@@ -391,6 +393,36 @@ def _results(run: RunData) -> dict[str, Any] | None:
         block, source = run.manifest[key], f"manifest.json {key}"
     figures = {key: block.get(key) for key in ("expected", "received", "lost", "duplicated")}
     return {**figures, "source": source}
+
+
+def _schedule(run: RunData, warnings: list[str]) -> dict[str, Any] | None:
+    """Open loop: how late requests left against their schedule (attempts with a scheduled send
+    time), and whether the client fell behind (p99 over the producer's limit): then its
+    latencies from the actual send time understate what the schedule's users saw."""
+    requests = run.requests
+    lags = None if requests is None else requests["schedule_lag_s"]
+    lags = None if lags is None else lags[np.isfinite(lags)]
+    verdicts = run.events_of("behind_schedule", "schedule_kept")
+    if lags is None or not len(lags):
+        return None
+    limit = (verdicts[-1] if verdicts else {}).get("limit_s") or DEFAULT_LAG_LIMIT_S
+    lags = np.maximum(lags, 0.0)
+    p50, p99 = np.percentile(lags, [50, 99])
+    behind = bool(p99 > limit)
+    if behind:
+        warnings.append(
+            f"behind schedule: send lag p99 {p99 * 1000:.1f} ms over the {limit * 1000:.0f} ms "
+            "limit (a busy load generator or the concurrency cap); judge latency from the "
+            "scheduled send time (latency.scheduled_s)"
+        )
+    return {
+        "arrivals": len(lags),
+        "lag_p50_s": float(p50),
+        "lag_p99_s": float(p99),
+        "lag_max_s": float(lags.max()),
+        "limit_s": float(limit),
+        "behind": behind,
+    }
 
 
 def _slo(

@@ -86,3 +86,38 @@ def test_the_summary_pools_every_gap_of_successful_requests(tmp_path: Path) -> N
     assert latency["itl_gap_s"]["p99"] == pytest.approx(0.033, rel=0.001)  # 10% of gaps are 33 ms
     assert latency["ttst_s"]["p50"] == pytest.approx(0.225)
     assert latency["itl_max_s"]["p99"] == pytest.approx(0.033)
+
+
+def _open_loop_run(path: Path, lag_s: float) -> Path:
+    path.mkdir()
+    lines = [
+        {
+            "t": 1e9 + i * 0.1 + lag_s,
+            "t_end": 1e9 + i * 0.1 + lag_s + 0.2,
+            "ok": True,
+            "latency_s": 0.2,
+            "scheduled_t": 1e9 + i * 0.1,
+            "schedule_lag_s": lag_s,
+            "scheduled_latency_s": 0.2 + lag_s,
+        }
+        for i in range(200)
+    ]
+    (path / "requests.jsonl").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    return path
+
+
+def test_an_open_loop_run_behind_its_schedule_is_flagged(tmp_path: Path) -> None:
+    kept = summarize(load_run(_open_loop_run(tmp_path / "kept", 0.002)))
+    assert kept["schedule"]["behind"] is False and kept["schedule"]["arrivals"] == 200
+    assert not any("behind schedule" in w for w in kept["warnings"])
+    starved = summarize(load_run(_open_loop_run(tmp_path / "starved", 0.3)))
+    assert starved["schedule"]["behind"] is True
+    assert starved["schedule"]["lag_p99_s"] == pytest.approx(0.3)
+    assert any("behind schedule" in w for w in starved["warnings"])
+    # latency from the scheduled send time shows what the client's lateness hid
+    assert starved["latency"]["scheduled_s"]["p50"] == pytest.approx(0.5)
+    assert starved["latency"]["e2e_s"]["p50"] == pytest.approx(0.2)
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    (closed / "requests.jsonl").write_bytes(orjson.dumps({"t": 1.0, "ok": True}) + b"\n")
+    assert summarize(load_run(closed))["schedule"] is None
