@@ -119,5 +119,6 @@ def test_an_open_loop_run_behind_its_schedule_is_flagged(tmp_path: Path) -> None
     assert starved["latency"]["e2e_s"]["p50"] == pytest.approx(0.2)
     closed = tmp_path / "closed"
     closed.mkdir()
-    (closed / "requests.jsonl").write_bytes(orjson.dumps({"t": 1.0, "ok": True}) + b"\n")
+    line = {"t": 1.0, "t_end": 1.2, "ok": True, "latency_s": 0.2}
+    (closed / "requests.jsonl").write_bytes(orjson.dumps(line) + b"\n")
     assert summarize(load_run(closed))["schedule"] is None
