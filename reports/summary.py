@@ -42,6 +42,8 @@ DEFINITIONS = {
     "engine": "the target's own /metrics (vLLM names): KV-cache usage 0-1 and queue gauges over "
     "samples; preemptions, queue time and prefix-cache hits from counter increases over the run "
     "(a fall or a restart is a reset)",
+    "cost": "CPU seconds of the driver's processes and the target's process tree over the drive, "
+    "per successful request (target: only when scale supervised it)",
     "slo": "METRIC_pQ=BOUND: a request attains it when METRIC <= BOUND (failed requests attain "
     "nothing); met when at least Q% of the requests attain it (the nearest-rank pQ is within "
     "BOUND); goodput: requests attaining every objective / measured window",
@@ -89,6 +91,7 @@ def summarize(run: RunData, slo: tuple[Objective, ...] | None = None) -> dict[st
     summary["load_generator"] = _load_generator(run, warnings)
     summary["slo"] = _slo(run, slo, warnings)
     summary["schedule"] = _schedule(run, warnings)
+    summary["cost"] = _cost(run)
     summary["warnings"] = warnings
     summary["definitions"] = DEFINITIONS
     return _plain(summary)
@@ -393,6 +396,26 @@ def _results(run: RunData) -> dict[str, Any] | None:
         block, source = run.manifest[key], f"manifest.json {key}"
     figures = {key: block.get(key) for key in ("expected", "received", "lost", "duplicated")}
     return {**figures, "source": source}
+
+
+def _cost(run: RunData) -> dict[str, Any] | None:
+    """CPU seconds per successful request of the driver and the target over the drive, as the
+    producer measured them (harness/cost.py, manifest `cost`); None when it did not."""
+    cost = run.manifest.get("cost")
+    if not isinstance(cost, dict) or not cost.get("requests"):
+        return None
+    requests = cost["requests"]
+
+    def per_request(key: str) -> float | None:
+        value = cost.get(key)
+        return value / requests if isinstance(value, (int, float)) else None
+
+    return {
+        "requests": requests,
+        "cpu_s_per_request": per_request("cpu_s"),
+        "driver_cpu_s_per_request": per_request("driver_cpu_s"),
+        "target_cpu_s_per_request": per_request("target_cpu_s"),
+    }
 
 
 def _schedule(run: RunData, warnings: list[str]) -> dict[str, Any] | None:
