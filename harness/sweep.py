@@ -26,7 +26,7 @@ import numpy as np
 from harness.errors import UserError
 from harness.rundir import new_run_id, utc_iso, write_json_atomic
 from harness.scale import ScaleConfig, run_scale
-from harness.units import format_bytes
+from harness.units import format_bytes, format_speed
 
 SWEEP = "sweep.json"
 SCHEMA = "harness-sweep/1"
@@ -546,7 +546,10 @@ def _document(config: SweepConfig, root: Path, state: _State) -> dict[str, Any]:
         "vram_budget_bytes": config.vram_budget,
         "ram_budget_bytes": config.ram_budget,
         "target_n": config.target_n,
-        "scale": {k: base[k] for k in ("target", "serve", "speed", "server_args", "dataset")},
+        "scale": {
+            **{k: base[k] for k in ("target", "serve", "server_args", "dataset")},
+            "speed": format_speed(config.base.speed),
+        },
         "points": [asdict(p) | {"usable": p.usable} for p in state.points],
         "stop": state.stop,
         "best": asdict(best) if best is not None else None,

@@ -11,6 +11,7 @@ from harness.errors import UserError
 from harness.repeat import run_repeated
 from harness.scale import MODES, ScaleConfig, resume_scale, run_ladder, run_scale
 from harness.supervision.victim import parse_victim
+from harness.units import parse_speed
 
 
 def register(subparsers: Any) -> None:
@@ -81,7 +82,6 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--speed",
-        type=parse_speed,
         help="embedded server: divide its simulated latency by this (default: max, no delay)",
     )
     parser.add_argument("--concurrency", type=int, help="requests in flight (default 64)")
@@ -215,7 +215,7 @@ def _config(args: argparse.Namespace) -> ScaleConfig:
         "seed": args.seed,
         "oom_at": args.oom_at,
         "victim": args.victim,
-        "speed": args.speed,
+        "speed": None if args.speed is None else parse_speed(args.speed),
         "concurrency": args.concurrency,
         "chunk_size": args.chunk_size,
         "model": args.model,
@@ -269,17 +269,3 @@ def _points(text: str) -> tuple[float, ...]:
             raise argparse.ArgumentTypeError(f"{part!r} must lie strictly between 0% and 100%")
         points.append(value)
     return tuple(points)
-
-
-def parse_speed(text: str) -> float | None:
-    if text.strip().lower() in ("max", "inf"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--speed {text!r}: write a factor (e.g. 10) or max"
-        ) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"--speed {text!r} must be positive")
-    return value

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from harness.commands.gen import parse_count
-from harness.commands.scale import api_key_from_env, parse_speed
+from harness.commands.scale import api_key_from_env
 from harness.errors import UserError
 from harness.scale import ScaleConfig
 from harness.sweep import SweepConfig, run_sweep
-from harness.units import parse_bytes
+from harness.units import parse_bytes, parse_speed
 
 
 def register(subparsers: Any) -> None:
@@ -65,7 +66,6 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--speed",
-        type=parse_speed,
         help="embedded server: divide its simulated latency by this (default: max, no delay)",
     )
     parser.add_argument(
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         serve=tuple(command),
         dataset=args.dataset,
         seed=args.seed,
-        speed=args.speed,
+        speed=math.inf if args.speed is None else parse_speed(args.speed),
         model=args.model,
         max_tokens=args.max_tokens,
         api_key=api_key_from_env(args.api_key_env),

@@ -35,7 +35,7 @@ from harness.driver.errors import (
 )
 from harness.driver.ready import Readiness, detect_health_url
 from harness.errors import UserError
-from harness.rundir import REQUESTS, RunDir
+from harness.rundir import REQUESTS, RunDir, request_record
 
 Request = tuple[str, dict[str, Any]]
 _SHARD = 8  # connections per AsyncClient
@@ -251,23 +251,20 @@ class ClientDriver:
                 body = response.text
             if isinstance(body, dict):
                 usage = body.get("usage") or {}
-        record = {
-            "t": sent,
-            "t_end": finished,
-            "id": custom_id,
-            "ok": failure is None,
-            "status": None if response is None else response.status_code,
-            "error": None if failure is None else failure.cause,
-            "latency_s": round(finished - sent, 6),
-            "ttft_s": None,
-            "itl_mean_s": None,
-            "tpot_s": None,
-            "prompt_tokens": usage.get("prompt_tokens"),
-            "output_tokens": usage.get("completion_tokens"),
-            "attempt": attempt,
-        }
+        record = request_record(
+            t=sent,
+            t_end=finished,
+            custom_id=custom_id,
+            ok=failure is None,
+            status=None if response is None else response.status_code,
+            error=None if failure is None else failure.cause,
+            latency_s=round(finished - sent, 6),
+            prompt_tokens=usage.get("prompt_tokens"),
+            output_tokens=usage.get("completion_tokens"),
+            attempt=attempt,
+            message=None if failure is None else failure.message,
+        )
         if failure is not None:
-            record["message"] = failure.message
             self.stats.failures[failure.cause] += 1
         self.stats.attempts += 1
         self._requests_log.write(record)
