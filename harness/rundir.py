@@ -118,7 +118,8 @@ class WriteFailed(UserError):
 
 
 class JsonlWriter:
-    """Thread-safe appender: each record is one full line or an error, never a partial line.
+    """Thread-safe appender: each record is one full line or an error, never a partial line
+    (a batch of lines: all of them or an error).
 
     A short write (ENOSPC on a nearly full disk, RLIMIT_FSIZE) is finished or undone: the file is
     cut back to where the line started, so no later append lands inside a half-written one.
@@ -131,11 +132,14 @@ class JsonlWriter:
         self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> None:
-        line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+        self.write_lines(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+
+    def write_lines(self, lines: bytes) -> None:
+        """Append encoded lines (each ending in a newline) with one write: all of them or none."""
         with self._lock:
             fd = self._file.fileno()
             start = os.fstat(fd).st_size
-            view = memoryview(line)
+            view = memoryview(lines)
             try:
                 while view:
                     view = view[os.write(fd, view) :]

@@ -42,6 +42,8 @@ from harness.driver.dataset import (
 )
 from harness.driver.incidents import import_supervisor_incidents
 from harness.driver.ladder import extrapolate, ladder_table, rung_figures
+from harness.driver.loop import run as run_loop
+from harness.driver.payloads import pending
 from harness.driver.ready import TargetUnavailable
 from harness.errors import UserError
 from harness.net import listening_pid, require_loopback_url, url_origin
@@ -356,7 +358,7 @@ def _execute(
             config = _settle_model(config, target, dataset, run_dir, console)
             progress.plan_ooms(config.oom_at, target)
             try:
-                stats = asyncio.run(
+                stats = run_loop(
                     _drive(config, run_dir, checkpoint, dataset, completed, target, progress)
                 )
             finally:
@@ -463,35 +465,24 @@ async def _drive(
             on_result=progress.result,
             on_running=progress.running,
         )
+    if isinstance(driver, ClientDriver):
+        progress.pause = driver.pause
     sampler = asyncio.create_task(_sample_load(run_dir, progress, driver, config.sample_interval))
     try:
         if isinstance(driver, ClientDriver):
-            pending = _pending(dataset, config.n, completed, config.model, config.max_tokens)
-            return await driver.run(pending)
+            requests = pending(
+                dataset.path,
+                config.n,
+                completed,
+                model=config.model,
+                max_tokens=config.max_tokens,
+            )
+            return await driver.run(requests)
         cache = config.cache_dir or Path(config.runs_root) / "datasets"
         batch_file = await asyncio.to_thread(as_batch_file, dataset, cache)
         return await driver.run(batch_file.path, config.n, completed)
     finally:
         sampler.cancel()
-
-
-def _pending(
-    dataset: Dataset,
-    n: int,
-    completed: IdSet,
-    model: str | None,
-    max_tokens: int | None = None,
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The first n requests of the dataset that have no result yet, streamed."""
-    requests = itertools.islice(
-        generators.iter_requests(dataset.path, model=model, max_tokens=max_tokens), n
-    )
-    if not len(completed):
-        yield from requests
-        return
-    for custom_id, body in requests:
-        if custom_id not in completed:
-            yield custom_id, body
 
 
 async def _sample_load(
@@ -805,6 +796,8 @@ class _Progress:
         self._next_step = done * 20 // total + 1
         self._ooms: list[float] = []
         self._injector: _Injector | None = None
+        # the client driver's pause(): nothing new is sent until an OOM point's kill is in
+        self.pause: Callable[[], Callable[[], None]] | None = None
         self._bar = console.live_bar("scale", total, done)
 
     @property
@@ -832,7 +825,8 @@ class _Progress:
         while self._ooms and position >= self._ooms[0] * self.total:
             point = self._ooms.pop(0)
             if self._injector is not None:
-                self._injector.request(point, position)
+                resume = self.pause() if self.pause is not None else None
+                self._injector.request(point, position, resume)
         if position * 20 >= self._next_step * self.total:
             self._next_step = position * 20 // self.total + 1
             self._run_dir.event("progress", done=position, total=self.total)
@@ -860,21 +854,27 @@ class _Injector:
     def __init__(self, inject: Callable[[], None], run_dir: RunDir) -> None:
         self._inject = inject
         self._run_dir = run_dir
-        self._queue: queue.Queue[tuple[float, int] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[float, int, Callable[[], None] | None] | None] = (
+            queue.Queue()
+        )
         self._thread = threading.Thread(target=self._run, name="harness-oom-injector", daemon=True)
         self._thread.start()
 
-    def request(self, point: float, done: int) -> None:
-        self._queue.put((point, done))
+    def request(self, point: float, done: int, resume: Callable[[], None] | None) -> None:
+        """Inject at this point; then resume() the paused driver, if it was paused."""
+        self._queue.put((point, done, resume))
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            point, done = item
+            point, done, resume = item
             self._run_dir.event("oom_planned", point=point, done=done)
             try:
                 self._inject()
             except Exception as exc:
                 self._run_dir.event("inject_failed", point=point, error=str(exc))
+            finally:
+                if resume is not None:
+                    resume()
 
     def close(self) -> None:
         self._queue.put(None)

@@ -2,11 +2,12 @@
 
     config = DriverConfig(url="http://127.0.0.1:8000", concurrency=64)
     driver = ClientDriver(config, run_dir, Checkpoint(run_dir.path))
-    stats = asyncio.run(driver.run(generators.iter_requests(path)))
+    stats = run_loop(driver.run(iter_payloads(path)))
 
-`ClientDriver` sends requests itself (bounded, adaptive concurrency); `BatchApiDriver` uploads them
-to /v1/batches. Both checkpoint each result to results.jsonl as it arrives, so a resumed run sends
-only what is missing; `verify` checks that every custom_id has exactly one result.
+`ClientDriver` sends requests itself (bounded, adaptive concurrency, its own lean HTTP/1.1
+client); `BatchApiDriver` uploads them to /v1/batches. Both checkpoint each result to
+results.jsonl as it arrives, so a resumed run sends only what is missing; `verify` checks that
+every custom_id has exactly one result.
 """
 
 from harness.driver.batch_api import BatchApiDriver, BatchConfig
@@ -14,6 +15,9 @@ from harness.driver.checkpoint import Checkpoint, IdSet, verify
 from harness.driver.client import ClientDriver, DriverConfig, DriverStats, TargetRejected
 from harness.driver.degrade import Degrader
 from harness.driver.errors import Failure, classify_exception, classify_response
+from harness.driver.loop import run as run_loop
+from harness.driver.monitor import LoopMonitor
+from harness.driver.payloads import iter_payloads, pending
 from harness.driver.ready import Readiness, TargetUnavailable
 
 __all__ = [
@@ -26,10 +30,14 @@ __all__ = [
     "DriverStats",
     "Failure",
     "IdSet",
+    "LoopMonitor",
     "Readiness",
     "TargetRejected",
     "TargetUnavailable",
     "classify_exception",
     "classify_response",
+    "iter_payloads",
+    "pending",
+    "run_loop",
     "verify",
 ]

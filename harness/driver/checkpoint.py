@@ -131,8 +131,30 @@ def _holds(hashes: array[int], h: int) -> bool:
     return k < len(hashes) and hashes[k] == h
 
 
+def result_line(
+    custom_id: str,
+    *,
+    status: int | None,
+    body: Any = None,
+    error: dict[str, Any] | None = None,
+    request_id: str | None = None,
+) -> bytes:
+    """The results.jsonl line of one custom_id's final outcome (success: error is None)."""
+    response = (
+        None if status is None else {"status_code": status, "request_id": request_id, "body": body}
+    )
+    record = {
+        "custom_id": custom_id,
+        "ok": error is None,
+        "id": f"res_{request_id or custom_id}",
+        "response": response,
+        "error": error,
+    }
+    return orjson.dumps(record) + b"\n"
+
+
 class Checkpoint:
-    """Appender for results.jsonl in a run directory; one flushed line per result."""
+    """Appender for results.jsonl in a run directory: each line whole, written as it is given."""
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.path = Path(run_dir) / RESULTS
@@ -153,20 +175,13 @@ class Checkpoint:
         request_id: str | None = None,
     ) -> None:
         """Record the final outcome of one custom_id (success: error is None)."""
-        response = (
-            None
-            if status is None
-            else {"status_code": status, "request_id": request_id, "body": body}
+        self._writer.write_lines(
+            result_line(custom_id, status=status, body=body, error=error, request_id=request_id)
         )
-        self._writer.write(
-            {
-                "custom_id": custom_id,
-                "ok": error is None,
-                "id": f"res_{request_id or custom_id}",
-                "response": response,
-                "error": error,
-            }
-        )
+
+    def append_lines(self, lines: bytes) -> None:
+        """Record many outcomes (`result_line`s joined) with one write: all of them or none."""
+        self._writer.write_lines(lines)
 
     def append_raw(self, record: dict[str, Any]) -> None:
         """Record an OpenAI Batch output or error line as received, adding `ok` up front."""

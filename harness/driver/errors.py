@@ -9,6 +9,7 @@ context, a model the server does not serve, llama.cpp's busy slots and model loa
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Mapping
@@ -146,11 +147,12 @@ def classify_response(
 def classify_exception(exc: BaseException) -> Failure:
     """The Failure of a request that got no HTTP answer (refused, reset, cut off, timed out)."""
     message = f"{type(exc).__name__}: {exc}".rstrip(": ")
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError, asyncio.TimeoutError)):
         return Failure(TIMEOUT, None, message)
     if isinstance(exc, (httpx.TransportError, ConnectionError)):
-        # ConnectError (refused: the target is down), ReadError/WriteError (reset: it died mid
-        # request), RemoteProtocolError (it closed the connection without answering).
+        # ConnectError (refused: the target is down), reset (it died mid request),
+        # RemoteProtocolError (it closed the connection without answering): httpx's or the
+        # driver's own client's (http.py), whose errors are ConnectionErrors.
         return Failure(CONNECTION, None, message)
     raise TypeError(f"not a transport failure: {message}") from exc
 
