@@ -14,6 +14,7 @@ import io
 import itertools
 import os
 import re
+import zlib
 from collections.abc import Container, Iterator
 
 import orjson
@@ -28,19 +29,34 @@ _COMPACT = re.compile(
 )
 
 
+def shard_of(custom_id: str, shards: int) -> int:
+    """The driver process (0..shards-1) a custom_id belongs to: a stable hash, the same in every
+    process and run, so a resume with another process count still splits the ids cleanly."""
+    return zlib.crc32(custom_id.encode()) % shards
+
+
 def iter_payloads(
     path: str | os.PathLike[str],
     *,
     model: str | None = None,
     max_tokens: int | None = None,
+    limit: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[Payload]:
-    """(custom_id, JSON body bytes) of every request of a dataset, in file order, streamed."""
+    """(custom_id, JSON body bytes) of the first `limit` requests of a dataset, in file order,
+    streamed; with shard (k, shards), only those of driver process k (others are not sliced)."""
     if model is None and max_tokens is None and generators.detect_format(path) == "openai-batch":
-        return _sliced(path)
-    return (
+        return _sliced(path, limit, shard)
+    requests = (
         (custom_id, orjson.dumps(body))
-        for custom_id, body in generators.iter_requests(path, model=model, max_tokens=max_tokens)
+        for custom_id, body in itertools.islice(
+            generators.iter_requests(path, model=model, max_tokens=max_tokens), limit
+        )
     )
+    if shard is None:
+        return requests
+    k, shards = shard
+    return ((custom_id, body) for custom_id, body in requests if shard_of(custom_id, shards) == k)
 
 
 def pending(
@@ -50,37 +66,54 @@ def pending(
     *,
     model: str | None = None,
     max_tokens: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[Payload]:
     """The first n requests of a dataset that have no result yet (a resume skips the others)."""
-    requests = itertools.islice(iter_payloads(path, model=model, max_tokens=max_tokens), n)
+    requests = iter_payloads(path, model=model, max_tokens=max_tokens, limit=n, shard=shard)
     if not completed:
         return requests
     return ((custom_id, body) for custom_id, body in requests if custom_id not in completed)
 
 
-def _sliced(path: str | os.PathLike[str]) -> Iterator[Payload]:
+def _sliced(
+    path: str | os.PathLike[str], limit: int | None, shard: tuple[int, int] | None
+) -> Iterator[Payload]:
     match = _COMPACT.match
     slow = _parsed
+    mine, shards = shard or (0, 1)
+    crc32 = zlib.crc32
     checked, fast = False, True
     with generators.open_dataset(path) as stream:
-        for number, line in enumerate(io.BufferedReader(stream, 1 << 16), 1):
+        lines = enumerate(io.BufferedReader(stream, 1 << 16), 1)
+        requests = 0
+        for number, line in lines:
+            if requests == limit:
+                return
             head = match(line) if fast else None
             # the body's `}` then the line's: nothing follows the body
             end = -2 if line.endswith(b"}}\n") else -1 if line.endswith(b"}}") else 0
             if head is None or not end:
                 if line.strip():
-                    yield slow(path, number, line)
+                    requests += 1
+                    custom_id, body = slow(path, number, line)
+                    if shards == 1 or shard_of(custom_id, shards) == mine:
+                        yield custom_id, body
+                continue
+            requests += 1
+            quoted = head.group(1)
+            escaped = b"\\" in quoted
+            if shards > 1 and not escaped and crc32(quoted) % shards != mine:
+                continue  # another process's: not even sliced
+            custom_id = orjson.loads(b'"%b"' % quoted) if escaped else quoted.decode()
+            if escaped and shards > 1 and shard_of(custom_id, shards) != mine:
                 continue
             body = line[head.end() : end]
-            if not checked:  # the first line: is the slice its body?
+            if not checked:  # the first sliced line: is the slice its body?
                 checked = True
                 custom_id, encoded = slow(path, number, line)
                 if not _same_json(body, encoded):
                     fast = False
-                    yield custom_id, encoded
-                    continue
-            quoted = head.group(1)
-            custom_id = orjson.loads(b'"%b"' % quoted) if b"\\" in quoted else quoted.decode()
+                    body = encoded
             yield custom_id, body
 
 
