@@ -2,10 +2,11 @@
 
     python benchmarks/_drive_once.py KIND URL DATASET N CONCURRENCY RUN_DIR
 
-KIND: `driver` (this tree's ClientDriver, or an older tree's when PYTHONPATH puts it first: the
-old API took parsed bodies and asyncio's loop), `old-driver` (the same, fed as the old API was),
-or `aiohttp` (a bare loop posting the same bytes, no checkpoint, logs or retries). Prints one
-JSON line: requests, seconds, CPU seconds of this process, peak RSS.
+KIND: `driver` (this tree's ClientDriver in this process), `old-driver` (an older tree's, when
+PYTHONPATH puts it first, fed as its API was: parsed bodies, asyncio's loop), `processes-K` (K
+driver processes under a ShardPool; CPU counts the pool's and its children's), or `aiohttp` (a
+bare loop posting the same bytes, no checkpoint, logs or retries). Prints one JSON line:
+requests, seconds, CPU seconds, peak RSS, and which tree's code ran.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def main() -> None:
     n_requests, workers = int(n), int(concurrency)
     if kind == "aiohttp":
         seconds, cpu = _aiohttp(url, dataset, n_requests, workers)
+    elif kind.startswith("processes-"):
+        seconds, cpu = _pool(int(kind.split("-")[1]), url, dataset, n_requests, workers, run_dir)
     else:
         seconds, cpu = _driver(kind, url, dataset, n_requests, workers, run_dir)
     import harness
@@ -44,8 +47,23 @@ def main() -> None:
 
 
 def _cpu() -> float:
+    """CPU seconds of this process and of its children that have been waited for."""
     times = os.times()
-    return times.user + times.system
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def _pool(processes: int, url: str, dataset: str, n: int, workers: int, run_dir: str):
+    from harness.driver.loop import run
+    from harness.driver.shards import ShardPlan, ShardPool
+
+    driver = {"url": url, "concurrency": workers, "health_url": url + "/health/ready"}
+    plan = ShardPlan(run_dir=run_dir, dataset=dataset, n=n, shards=processes, driver=driver)
+    started, cpu = time.monotonic(), _cpu()
+    stats = run(ShardPool(plan).run())
+    seconds, cpu = time.monotonic() - started, _cpu() - cpu
+    if stats.ok != n:
+        raise SystemExit(f"{processes} processes: {stats.ok} of {n} requests succeeded")
+    return seconds, cpu
 
 
 def _driver(kind: str, url: str, dataset: str, n: int, workers: int, run_dir: str):

@@ -105,6 +105,8 @@ def repair_jsonl(path: str | os.PathLike[str]) -> int:
 
 def _whole_lines_end(fd: int, size: int) -> int:
     """Where the last whole line of a file ends: `size` unless a writer died mid-line."""
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
     end = size
     while end > 0:
         start = max(0, end - 65536)
@@ -148,7 +150,7 @@ class JsonlWriter:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 size = os.fstat(fd).st_size
-                start = _whole_lines_end(fd, size) if size else 0
+                start = _whole_lines_end(fd, size)
                 view = memoryview(lines)
                 try:
                     if start != size:

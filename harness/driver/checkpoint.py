@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from generators import iter_requests
 from harness.rundir import JsonlWriter, repair_jsonl
 
 RESULTS = "results.jsonl"  # driver process 0's (the only one's, unless --processes N)
@@ -88,6 +87,8 @@ def dataset_ids(path: str | os.PathLike[str]) -> Iterator[str]:
     with open(path, "rb") as handle:
         head = handle.readline()
     if not _HEAD.match(head):
+        from generators import iter_requests  # the readers of every other format
+
         for custom_id, _ in iter_requests(path):
             yield custom_id
         return

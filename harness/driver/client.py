@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import ssl
 import time
@@ -20,7 +21,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 
 from harness.driver.checkpoint import Checkpoint, result_line
@@ -35,9 +35,9 @@ from harness.driver.errors import (
     classify_exception,
     classify_response,
 )
-from harness.driver.http import HttpClient, Origin, Response, Sender
+from harness.driver.http import HttpClient, Origin, Response, Sender, status_probe
 from harness.driver.journal import Journal
-from harness.driver.monitor import LoopMonitor
+from harness.driver.monitor import LOAD_GENERATOR, LoopMonitor
 from harness.driver.ready import Readiness, detect_health_url
 from harness.errors import UserError
 from harness.rundir import REQUESTS, RunDir
@@ -137,7 +137,8 @@ class ClientDriver:
         if config.api_key:
             headers["authorization"] = f"Bearer {config.api_key}"
         started = time.monotonic()
-        tls = ssl.create_default_context()  # one for all connections: each costs ~20 ms to build
+        # one TLS context for all connections (each costs ~20 ms to build), and none for http
+        tls = ssl.create_default_context() if config.url.startswith("https:") else None
         client = HttpClient(
             Origin(config.url, tls),
             "/" + config.path.lstrip("/"),
@@ -155,14 +156,7 @@ class ClientDriver:
         )
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(client.aclose)
-            probe = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    headers=headers,
-                    limits=httpx.Limits(max_connections=2),
-                    verify=tls,
-                    trust_env=False,
-                )
-            )
+            probe = status_probe(headers, tls)
             health_url = config.health_url or await detect_health_url(probe, config.url)
             if health_url is None:
                 raise UserError(
@@ -195,6 +189,7 @@ class ClientDriver:
                     if future.done() and not future.cancelled():
                         future.exception()
                 self._journal.flush()  # what finished before the end or the error is kept
+                self.run_dir.event(LOAD_GENERATOR, pid=os.getpid(), **self.monitor.verdict())
                 await self._ready.close()
                 self.stats.outages = self._ready.outages
                 self.stats.seconds = time.monotonic() - started

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import NamedTuple
-
-import httpx
 
 from harness.supervision.exits import OOM_TEXT
 
@@ -147,9 +146,14 @@ def classify_response(
 def classify_exception(exc: BaseException) -> Failure:
     """The Failure of a request that got no HTTP answer (refused, reset, cut off, timed out)."""
     message = f"{type(exc).__name__}: {exc}".rstrip(": ")
-    if isinstance(exc, (httpx.TimeoutException, TimeoutError, asyncio.TimeoutError)):
+    httpx = sys.modules.get("httpx")  # not imported here: unloaded, none of its errors exist
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or (
+        httpx is not None and isinstance(exc, httpx.TimeoutException)
+    ):
         return Failure(TIMEOUT, None, message)
-    if isinstance(exc, (httpx.TransportError, ConnectionError)):
+    if isinstance(exc, ConnectionError) or (
+        httpx is not None and isinstance(exc, httpx.TransportError)
+    ):
         # ConnectError (refused: the target is down), reset (it died mid request),
         # RemoteProtocolError (it closed the connection without answering): httpx's or the
         # driver's own client's (http.py), whose errors are ConnectionErrors.

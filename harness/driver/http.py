@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import math
 import ssl
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -114,23 +115,7 @@ class HttpClient:
         return b"%b%d\r\n\r\n%b" % (self._head, len(body), body)
 
     async def connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        origin = self.origin
-        try:
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Connection(loop),
-                    origin.host,
-                    origin.port,
-                    ssl=origin.tls,
-                    server_hostname=origin.host if origin.tls else None,
-                ),
-                self.connect_timeout_s,
-            )
-        except (OSError, asyncio.TimeoutError) as exc:
-            # refused, unreachable, every address of a name failed (a plain OSError), timed out
-            what = str(exc) or f"no connection within {self.connect_timeout_s:g} s"
-            raise ConnectError(f"{origin.authority}: {what}") from None
+        connection = await _connect(self.origin, self.connect_timeout_s)
         self._open.add(connection)
         connection.on_close = self._open.discard
         return connection
@@ -152,6 +137,52 @@ class HttpClient:
                 await self._sweeper
         for connection in list(self._open):
             connection.close()
+
+
+def status_probe(
+    headers: dict[str, str] | None = None, tls: ssl.SSLContext | None = None
+) -> Callable[[str, float], Awaitable[int | None]]:
+    """probe(url, timeout_s): the status a GET of url answers, or None when nothing answered
+    in time (the readiness poller's view of the target, on a connection of its own)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+
+    async def probe(url: str, timeout_s: float) -> int | None:
+        origin = Origin(url, tls)
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        head = f"GET {target} HTTP/1.1\r\nhost: {origin.authority}\r\n{extra}\r\n"
+        connection = None
+        try:
+            connection = await _connect(origin, timeout_s)
+            waiter = connection.request(head.encode("latin-1"), Response(), timeout_s)
+            return (await asyncio.wait_for(waiter, timeout_s)).status
+        except (ConnectionError, TimeoutError, asyncio.TimeoutError):
+            return None
+        finally:
+            if connection is not None:
+                connection.close()
+
+    return probe
+
+
+async def _connect(origin: Origin, timeout_s: float) -> _Connection:
+    loop = asyncio.get_running_loop()
+    try:
+        _, connection = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: _Connection(loop),
+                origin.host,
+                origin.port,
+                ssl=origin.tls,
+                server_hostname=origin.host if origin.tls else None,
+            ),
+            timeout_s,
+        )
+    except (OSError, asyncio.TimeoutError) as exc:
+        # refused, unreachable, every address of a name failed (a plain OSError), timed out
+        what = str(exc) or f"no connection within {timeout_s:g} s"
+        raise ConnectError(f"{origin.authority}: {what}") from None
+    return connection
 
 
 class Sender:

@@ -1,11 +1,12 @@
 """Driver processes: `harness scale --processes N` splits a run by custom_id across N of them.
 
-Each process runs the same ClientDriver over its share of the dataset (`payloads.shard_of`),
+Each process runs the same ClientDriver over its share of the dataset (`payloads.Share`),
 checkpoints to its own results file (`checkpoint.results_path`) and appends its attempts and
 events to the run's shared logs (JsonlWriter's lock keeps each line whole across processes).
 The parent's ShardPool starts them, gathers their progress (so OOM points and the console see
 the whole run), pauses them at an OOM point, feeds their outcomes to the supervisor's recovery
-timing, and merges their stats and load-generator figures. A process killed outright loses only
+timing, and merges their stats and load figures (each writes its own `load_generator` verdict
+event). A process killed outright loses only
 what it had not written: a resume (with any process count) sends exactly what is missing.
 
 Messages are JSON lines on the children's stdout; the parent writes `pause` and `resume` lines
@@ -29,6 +30,8 @@ from typing import Any
 import orjson
 
 from harness.driver.client import DriverStats
+from harness.driver.journal import FLUSH_INTERVAL_S
+from harness.driver.payloads import request_end
 from harness.driver.ready import TargetUnavailable
 from harness.errors import UserError
 from harness.rundir import WriteFailed
@@ -60,10 +63,11 @@ class ShardPlan:
     dataset: str
     n: int
     shards: int
-    driver: dict[str, Any]  # DriverConfig's fields
+    driver: dict[str, Any]  # DriverConfig's fields; its concurrency is split between processes
     model: str | None = None
     max_tokens: int | None = None
     window_s: float = 0.5  # how often each process reports its load figures
+    end: int | None = None  # payloads.request_end of (dataset, n), found by the pool
 
 
 class ShardFailed(UserError):
@@ -111,8 +115,18 @@ class ShardPool:
         """Start every process, follow them to their end; their merged stats."""
         self._loop = asyncio.get_running_loop()
         plan = asdict(self.plan)
-        for index in range(self.plan.shards):
-            env = {**os.environ, _ENV: orjson.dumps({**plan, "shard": index}).decode()}
+        if plan["end"] is None and self.plan.model is None and self.plan.max_tokens is None:
+            plan["end"] = await asyncio.to_thread(request_end, self.plan.dataset, self.plan.n)
+        shards = self.plan.shards
+        total = int(plan["driver"].get("concurrency") or 32)
+        for index in range(shards):
+            # --concurrency is what the target sees in all: each process takes its part
+            driver = {
+                **plan["driver"],
+                "concurrency": max(1, (total + shards - 1 - index) // shards),
+            }
+            child = {**plan, "driver": driver, "shard": index}
+            env = {**os.environ, _ENV: orjson.dumps(child).decode()}
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -167,14 +181,6 @@ class ShardPool:
             "client_saturated": any(w.get("client_saturated") for w in windows),
             "processes": len(windows),
         }
-
-    def verdicts(self) -> list[dict[str, Any]]:
-        """Each process's load-generator verdict (monitor.py), in process order."""
-        return [
-            {"process": c.index, **c.final["verdict"]}
-            for c in self._children
-            if c.final and c.final.get("verdict")
-        ]
 
     # internals
 
@@ -258,8 +264,8 @@ def _close(child: _Child) -> None:
 
 
 class _Reporter:
-    """A child's messages to the parent: progress and outcomes once per loop step, load
-    figures each window, the final stats."""
+    """A child's messages to the parent: progress and outcomes at most once per flush interval
+    (as the journal writes), load figures each window, the final stats."""
 
     def __init__(self) -> None:
         self.done = 0
@@ -284,7 +290,7 @@ class _Reporter:
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_later(FLUSH_INTERVAL_S, self.flush)
 
     def flush(self) -> None:
         self._scheduled = False
@@ -304,7 +310,7 @@ def _child() -> int:
     from harness.driver.checkpoint import Checkpoint, completed_ids
     from harness.driver.client import ClientDriver, DriverConfig, TargetRejected
     from harness.driver.loop import run as run_loop
-    from harness.driver.payloads import pending
+    from harness.driver.payloads import Share, pending
     from harness.rundir import RunDir
 
     plan = orjson.loads(os.environ.pop(_ENV))
@@ -317,7 +323,7 @@ def _child() -> int:
         completed_ids(run_dir.path),
         model=plan["model"],
         max_tokens=plan["max_tokens"],
-        shard=(shard, shards),
+        share=Share(shard, shards, plan["end"]),
     )
     reporter = _Reporter()
     driver = ClientDriver(
@@ -339,7 +345,6 @@ def _child() -> int:
         checkpoint.close()
         run_dir.close()
     reporter.flush()
-    final["verdict"] = driver.monitor.verdict()
     _Reporter.send({"final": final})
     return 0 if "stats" in final else 2
 
@@ -390,7 +395,7 @@ async def _windows(driver: Any, window_s: float) -> None:
     me.cpu_percent(None)
     while True:
         await asyncio.sleep(window_s)
-        window = driver.monitor.window()
+        window = driver.monitor.latest
         _Reporter.send(
             {
                 "window": {

@@ -62,7 +62,7 @@ def test_spaced_and_gzipped_lines_and_overrides_are_parsed_and_encoded(tmp_path)
 def test_a_line_that_is_no_request_names_its_line(tmp_path):
     path = tmp_path / "batch.jsonl"
     path.write_bytes(_line("a", {"n": 1}) + b'{"custom_id": "b"}\n')
-    with pytest.raises(generators.DatasetError, match=r"batch.jsonl:2: not an OpenAI Batch"):
+    with pytest.raises(generators.DatasetError, match=r"batch.jsonl: line 2: not an OpenAI Batch"):
         list(iter_payloads(path))
 
 

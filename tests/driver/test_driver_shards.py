@@ -4,6 +4,7 @@ exactly once through a SIGKILL of one process, and resumes with another process 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import signal
 import threading
@@ -14,10 +15,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from harness.driver import payloads
 from harness.driver.checkpoint import Checkpoint, completed_ids, read_ids, results_paths, verify
 from harness.driver.client import ClientDriver, DriverConfig
 from harness.driver.dataset import generated
-from harness.driver.payloads import iter_payloads, pending, shard_of
+from harness.driver.payloads import Share, iter_payloads, pending, request_end, shard_of
 from harness.driver.shards import ShardFailed, ShardPlan, ShardPool, driver_processes
 from harness.errors import UserError
 from harness.rundir import RunDir, read_jsonl
@@ -62,14 +64,24 @@ def _lines(run_dir: Path) -> int:
     return sum(1 for path in results_paths(run_dir) for _ in read_ids(path))
 
 
-def test_shards_split_the_ids_exactly_and_stably(dataset):
+def test_shares_split_the_requests_exactly_reading_only_their_own_blocks(dataset, monkeypatch):
+    monkeypatch.setattr(payloads, "BLOCK", 64 * 1024)  # many blocks of a small file
     ids = _ids(dataset)
-    parts = [[c for c, _ in iter_payloads(dataset, shard=(k, 3))] for k in range(3)]
+    parts = [[c for c, _ in iter_payloads(dataset, share=Share(k, 3))] for k in range(3)]
     assert sorted(c for part in parts for c in part) == sorted(ids)
     assert all(len(part) > N // 5 for part in parts)
-    assert all(shard_of(c, 3) == k for k, part in enumerate(parts) for c in part)
-    limited = [c for k in range(3) for c, _ in iter_payloads(dataset, limit=100, shard=(k, 3))]
-    assert sorted(limited) == sorted(ids[:100])  # the limit counts every process's lines
+    end = request_end(dataset, 100)
+    limited = [c for k in range(3) for c, _ in iter_payloads(dataset, share=Share(k, 3, end))]
+    assert sorted(limited) == sorted(ids[:100])  # the first 100, whoever reads them
+
+
+def test_a_gzipped_dataset_is_split_by_custom_id(dataset, tmp_path):
+    packed = tmp_path / "batch.jsonl.gz"
+    packed.write_bytes(gzip.compress(dataset.read_bytes()))
+    parts = [[c for c, _ in iter_payloads(packed, limit=500, share=Share(k, 2))] for k in (0, 1)]
+    assert sorted(parts[0] + parts[1]) == sorted(_ids(dataset)[:500])
+    assert all(shard_of(c, 2) == k for k, part in enumerate(parts) for c in part)
+    assert request_end(packed, 500) is None
 
 
 def test_a_sigkilled_process_loses_nothing_written_and_a_resume_with_three_finishes(
@@ -104,7 +116,7 @@ def test_a_sigkilled_process_loses_nothing_written_and_a_resume_with_three_finis
     first = verify(_ids(dataset), results_paths(tmp_path))
     assert first["duplicated"] == first["corrupt"] == 0 and first["lost"] > 0
     assert {c for c, _ in read_ids(tmp_path / "results.jsonl")} == {
-        c for c in _ids(dataset) if shard_of(c, 2) == 0
+        c for c, _ in iter_payloads(dataset, share=Share(0, 2))
     }
     # the shared logs hold whole lines only: a torn tail is cut before the next append
     attempts = (tmp_path / "requests.jsonl").read_bytes().splitlines()
