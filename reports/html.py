@@ -21,6 +21,7 @@ table{border-collapse:collapse;margin:.5rem 0}
 td,th{padding:.25rem .7rem;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 th{background:#f6f6f6}
 .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5rem 1rem;margin:1rem 0}
+.alert{background:#fde8e8;border:2px solid #c81e1e;color:#7a0d0d;padding:.75rem 1rem;margin:1rem 0}
 .leak{color:#b00020;font-weight:600}.muted{color:#666}
 figure{margin:1.5rem 0}img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}
@@ -280,12 +281,23 @@ def _other(summary: Mapping[str, Any]) -> str:
     else:
         rows.append(("results", "not verified by the producer"))
     load = summary.get("load_generator")
-    if load:
+    if load and load.get("cpu_percent_mean") is not None:
         rows.append(
             (
                 "load generator CPU",
                 f"mean {load['cpu_percent_mean']:.0f}%, p95 {load['cpu_percent_p95']:.0f}%, "
                 f"max {load['cpu_percent_max']:.0f}% of a core",
+            )
+        )
+    if load and load.get("processes"):
+        lag = load.get("loop_lag_p99_s")
+        rows.append(
+            (
+                "load generator",
+                f"{'SATURATED' if load['saturated'] else 'kept up'}: "
+                f"{load['processes']} process(es), event-loop busy "
+                f"{(load.get('loop_busy_mean') or 0):.0%}, wake-up lag p99 "
+                f"{'n/a' if lag is None else f'{lag * 1000:.1f} ms'}",
             )
         )
     events = summary["events"]
@@ -359,6 +371,11 @@ def render_html(summary: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         f"<p class='muted'>generated {escape(summary['generated_at'])}</p>",
         _overview(summary),
     ]
+    load = summary.get("load_generator") or {}
+    if load.get("saturated"):  # above everything: it changes how every figure below reads
+        parts.insert(
+            3, f"<div class='alert' role='alert'><strong>{escape(load['warning'])}</strong></div>"
+        )
     if summary.get("warnings"):
         items = "".join(f"<li>{escape(w)}</li>" for w in summary["warnings"])
         parts.append(f"<div class='warn'><strong>Warnings</strong><ul>{items}</ul></div>")

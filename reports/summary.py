@@ -469,23 +469,68 @@ def _slo(
 
 
 def _load_generator(run: RunData, warnings: list[str]) -> dict[str, Any] | None:
+    """Was the client the bottleneck? Its CPU samples, and each driver process's own verdict
+    (`load_generator` events: event-loop lag, loop-thread CPU, schedule lag)."""
     load = run.samples.get("load")
     cpu = None if load is None else load.get("cpu_percent")
-    if cpu is None:
+    verdicts = run.events_of("load_generator")
+    if cpu is None and not verdicts:
         return None
-    cpu = cpu[np.isfinite(cpu)]
-    saturated = float((cpu > CPU_SATURATED_PERCENT).mean())
+    figures: dict[str, Any] = {
+        "cpu_percent_mean": None,
+        "cpu_percent_p95": None,
+        "cpu_percent_max": None,
+        "saturated_share": None,
+    }
     warning = None
-    if saturated > CPU_SATURATED_SHARE:
-        warning = (
-            f"load generator above {CPU_SATURATED_PERCENT:.0f}% of a core in {saturated:.0%} of "
-            f"samples (peak {cpu.max():.0f}%): latency figures are inflated by the client"
-        )
-        warnings.append(warning)
+    if cpu is not None and len(cpu[np.isfinite(cpu)]):
+        cpu = cpu[np.isfinite(cpu)]
+        share = float((cpu > CPU_SATURATED_PERCENT).mean())
+        figures = {
+            "cpu_percent_mean": float(cpu.mean()),
+            "cpu_percent_p95": float(np.percentile(cpu, 95)),
+            "cpu_percent_max": float(cpu.max()),
+            "saturated_share": share,
+        }
+        if share > CPU_SATURATED_SHARE:
+            warning = (
+                f"load generator above {CPU_SATURATED_PERCENT:.0f}% of a core in {share:.0%} of "
+                f"samples (peak {cpu.max():.0f}%): latency figures are inflated by the client"
+            )
+    saturated = [v for v in verdicts if v.get("saturated")]
+    if saturated:
+        warning = _saturated_warning(saturated, len(verdicts))
+    if warning is not None:
+        warnings.insert(0, warning)  # first: it changes how every other figure reads
+    lags = [v["loop_lag_p99_s"] for v in verdicts if v.get("loop_lag_p99_s") is not None]
     return {
-        "cpu_percent_mean": float(cpu.mean()),
-        "cpu_percent_p95": float(np.percentile(cpu, 95)),
-        "cpu_percent_max": float(cpu.max()),
-        "saturated_share": saturated,
+        **figures,
+        "saturated": warning is not None,
+        "processes": len(verdicts) or None,
+        "saturated_processes": len(saturated),
+        "loop_lag_p99_s": max(lags) if lags else None,
+        "loop_busy_mean": max((v.get("loop_busy_mean") or 0.0 for v in verdicts), default=None),
         "warning": warning,
     }
+
+
+def _saturated_warning(saturated: list[dict[str, Any]], processes: int) -> str:
+    worst = max(saturated, key=lambda v: v.get("saturated_share") or 0.0)
+    reasons = []
+    if worst.get("saturated_windows"):
+        busy = worst.get("loop_busy_mean") or 0.0
+        lag = worst.get("loop_lag_p99_s") or 0.0
+        reasons.append(
+            f"its event loop was saturated in {worst['saturated_share']:.0%} of windows "
+            f"(loop busy {busy:.0%} of the time on average, wake-up lag p99 {lag * 1000:.0f} ms)"
+        )
+    schedule = worst.get("schedule") or {}
+    if schedule.get("behind"):
+        reasons.append(f"it sent late (schedule lag p99 {schedule['lag_p99_s'] * 1000:.0f} ms)")
+    who = "the client" if processes == 1 else f"{len(saturated)} of {processes} client processes"
+    return (
+        f"CLIENT SATURATED: {who} could not keep up ({'; '.join(reasons) or 'see summary'}): "
+        "the rates and latencies measured here are partly the load generator's own limit, not "
+        "the target's. Run with more driver processes (--processes N), fewer other jobs on this "
+        "machine, or a lower rate"
+    )

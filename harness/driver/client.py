@@ -2,14 +2,17 @@
 
 For servers with no Batch API (Ollama, vLLM online, llama.cpp). A fixed pool of worker tasks pulls
 from one streamed request iterator, so memory holds at most `concurrency` requests whatever N is;
-`concurrency` connections stay alive across requests. Each finished custom_id is checkpointed at
-once; every attempt is one line of requests.jsonl.
+each worker keeps its own connection alive across requests (http.py) and sends the body bytes as
+the dataset holds them (payloads.py). Every attempt is one line of requests.jsonl and every final
+result one line of results.jsonl, written in batches at the end of each event-loop step
+(journal.py); a result counts as done only once its line is written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import ssl
 import time
@@ -18,10 +21,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 
-from harness.driver.checkpoint import Checkpoint
+from harness.driver.checkpoint import Checkpoint, result_line
 from harness.driver.degrade import Degrader
 from harness.driver.errors import (
     CONNECTION,
@@ -33,12 +35,15 @@ from harness.driver.errors import (
     classify_exception,
     classify_response,
 )
+from harness.driver.http import HttpClient, Origin, Response, Sender, status_probe
+from harness.driver.journal import Journal
+from harness.driver.monitor import LOAD_GENERATOR, LoopMonitor
 from harness.driver.ready import Readiness, detect_health_url
 from harness.errors import UserError
 from harness.rundir import REQUESTS, RunDir, request_record
 
-Request = tuple[str, dict[str, Any]]
-_SHARD = 8  # connections per AsyncClient
+# (custom_id, body): the body's JSON bytes as sent (payloads.py), or a dict to encode
+Request = tuple[str, bytes | dict[str, Any]]
 
 
 @dataclass
@@ -96,16 +101,34 @@ class ClientDriver:
             restore_step=config.restore_step,
             event=run_dir.event,
         )
+        self.monitor = LoopMonitor()
         self._slots = _Slots(config.concurrency)
         self.degrader.on_change(self._slots.set_limit)
         self._on_attempt = on_attempt
         self._on_result = on_result
         self._requests_log = run_dir.writer(REQUESTS)
-        self._held: list[tuple[str, httpx.Response | None, Any, Failure]] = []
+        self._held: list[tuple[str, Response | None, Any, Failure]] = []
+        self._succeeded = False  # a success was seen (maybe not yet written)
 
     @property
     def concurrency(self) -> int:
         return self._slots.limit
+
+    def pause(self) -> Callable[[], None]:
+        """Send nothing new until the returned resume() is called (from any thread): an OOM
+        point of `harness scale` lands where it was planned, not after the last request."""
+        self._slots.pause()
+        loop = asyncio.get_running_loop()
+        resumed = False
+
+        def resume() -> None:
+            nonlocal resumed
+            if not resumed:
+                resumed = True
+                with contextlib.suppress(RuntimeError):  # the loop has closed: nothing waits
+                    loop.call_soon_threadsafe(self._slots.resume)
+
+        return resume
 
     async def run(self, requests: Iterable[Request]) -> DriverStats:
         """Send every request once to completion (or final failure); return the stats."""
@@ -113,34 +136,27 @@ class ClientDriver:
         headers = {"content-type": "application/json"}
         if config.api_key:
             headers["authorization"] = f"Bearer {config.api_key}"
-        timeout = httpx.Timeout(config.request_timeout_s, connect=10.0, pool=None)
         started = time.monotonic()
-        tls = ssl.create_default_context()  # one for all shards: each costs ~20 ms to build
+        # one TLS context for all connections (each costs ~20 ms to build), and none for http
+        tls = ssl.create_default_context() if config.url.startswith("https:") else None
+        client = HttpClient(
+            Origin(config.url, tls),
+            "/" + config.path.lstrip("/"),
+            headers=headers,
+            timeout_s=config.request_timeout_s,
+        )
+        stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def stop(exc: BaseException) -> None:
+            if not stopped.done():
+                stopped.set_exception(exc)
+
+        self._journal = Journal(
+            self.checkpoint, self._requests_log, on_done=self._done, on_error=stop
+        )
         async with contextlib.AsyncExitStack() as stack:
-            # httpcore scans its whole pool on every request: small pools keep that cheap.
-            shards = [
-                await stack.enter_async_context(
-                    httpx.AsyncClient(
-                        base_url=config.url,
-                        headers=headers,
-                        timeout=timeout,
-                        verify=tls,
-                        trust_env=False,
-                        limits=httpx.Limits(
-                            max_connections=_SHARD, max_keepalive_connections=_SHARD
-                        ),
-                    )
-                )
-                for _ in range(-(-config.concurrency // _SHARD))
-            ]
-            probe = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    headers=headers,
-                    limits=httpx.Limits(max_connections=2),
-                    verify=tls,
-                    trust_env=False,
-                )
-            )
+            stack.push_async_callback(client.aclose)
+            probe = status_probe(headers, tls)
             health_url = config.health_url or await detect_health_url(probe, config.url)
             if health_url is None:
                 raise UserError(
@@ -154,27 +170,43 @@ class ClientDriver:
                 on_outage=self._outage_confirmed,
             )
             source = iter(requests)
+            watch = asyncio.create_task(self.monitor.watch())
             workers = [
-                asyncio.create_task(self._worker(source, shards[i // _SHARD]))
-                for i in range(config.concurrency)
+                asyncio.create_task(self._worker(source, client.sender()))
+                for _ in range(config.concurrency)
             ]
+            everyone = asyncio.gather(*workers)
             try:
-                await asyncio.gather(*workers)
+                await asyncio.wait((everyone, stopped), return_when=asyncio.FIRST_COMPLETED)
+                if stopped.done():
+                    stopped.result()  # a write failed: raise it
+                everyone.result()
             finally:
-                for worker in workers:
-                    worker.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
+                for task in (*workers, watch):
+                    task.cancel()
+                await asyncio.gather(*workers, watch, return_exceptions=True)
+                for future in (everyone, stopped):  # retrieved: what matters was raised above
+                    if future.done() and not future.cancelled():
+                        future.exception()
+                self._journal.flush()  # what finished before the end or the error is kept
+                self.run_dir.event(LOAD_GENERATOR, pid=os.getpid(), **self.monitor.verdict())
                 await self._ready.close()
                 self.stats.outages = self._ready.outages
                 self.stats.seconds = time.monotonic() - started
+            if self._journal.failed is not None:
+                raise self._journal.failed
         return self.stats
 
-    async def _worker(self, source: Iterator[Request], client: httpx.AsyncClient) -> None:
-        for custom_id, body in source:
-            await self._complete(client, custom_id, orjson.dumps(body))
+    async def _worker(self, source: Iterator[Request], sender: Sender) -> None:
+        try:
+            for custom_id, body in source:
+                payload = body if isinstance(body, bytes) else orjson.dumps(body)
+                await self._complete(sender, custom_id, payload)
+        finally:
+            sender.close()
 
-    async def _complete(self, client: httpx.AsyncClient, custom_id: str, payload: bytes) -> None:
-        """Send one request until it has a final result; checkpoint that result."""
+    async def _complete(self, sender: Sender, custom_id: str, payload: bytes) -> None:
+        """Send one request until it has a final result; stage that result for the checkpoint."""
         config = self.config
         attempt = outage_attempts = other_attempts = 0
         while True:
@@ -183,13 +215,16 @@ class ClientDriver:
             await self._slots.acquire()
             sent = time.time()
             sent_mono = time.monotonic()
-            response: httpx.Response | None = None
+            response: Response | None = None
             try:
-                response = await client.post(config.path, content=payload)
-                failure = classify_response(
-                    response.status_code, response.content, response.headers
+                response = await sender.post(payload)
+                status = response.status
+                failure = (
+                    None
+                    if 200 <= status < 300
+                    else classify_response(status, response.content, response.headers)
                 )
-            except httpx.TransportError as exc:
+            except (ConnectionError, TimeoutError) as exc:
                 failure = classify_exception(exc)
             finally:
                 self._slots.release()
@@ -238,17 +273,14 @@ class ClientDriver:
         attempt: int,
         sent: float,
         finished: float,
-        response: httpx.Response | None,
+        response: Response | None,
         failure: Failure | None,
     ) -> Any:
-        """Append the attempt to requests.jsonl; return the parsed body of a success."""
+        """Stage the attempt's requests.jsonl record; return the parsed body of a success."""
         body: Any = None
         usage: dict[str, Any] = {}
         if failure is None and response is not None:
-            try:
-                body = orjson.loads(response.content)
-            except orjson.JSONDecodeError:
-                body = response.text
+            body = _parsed(response.content)
             if isinstance(body, dict):
                 usage = body.get("usage") or {}
         record = request_record(
@@ -256,7 +288,7 @@ class ClientDriver:
             t_end=finished,
             custom_id=custom_id,
             ok=failure is None,
-            status=None if response is None else response.status_code,
+            status=None if response is None else response.status,
             error=None if failure is None else failure.cause,
             latency_s=round(finished - sent, 6),
             prompt_tokens=usage.get("prompt_tokens"),
@@ -267,7 +299,7 @@ class ClientDriver:
         if failure is not None:
             self.stats.failures[failure.cause] += 1
         self.stats.attempts += 1
-        self._requests_log.write(record)
+        self._journal.attempt(record)
         if self._on_attempt is not None:
             self._on_attempt(failure is None, finished)
         return body
@@ -275,16 +307,16 @@ class ClientDriver:
     def _finish(
         self,
         custom_id: str,
-        response: httpx.Response | None,
+        response: Response | None,
         body: Any,
         failure: Failure | None,
     ) -> None:
-        """Checkpoint the final result, unless the failure says the whole run is misconfigured."""
+        """Stage the final result, unless the failure says the whole run is misconfigured."""
         if failure is not None and failure.status in (401, 403):
             raise TargetRejected(failure, "check the API key (--api-key-env VAR)")
         if failure is not None and failure.cause == MODEL_NOT_FOUND:
             raise TargetRejected(failure, failure.hint)
-        if failure is not None and failure.rejected and self.stats.ok == 0:
+        if failure is not None and failure.rejected and not self._succeeded:
             # Before any success a rejection most likely means every request will be rejected
             # (wrong model, wrong endpoint): hold the first few back and stop, so a resume after
             # the fix sends them again.
@@ -292,6 +324,8 @@ class ClientDriver:
             if len(self._held) >= REJECTIONS_BEFORE_STOP:
                 raise TargetRejected(failure, failure.hint)
             return
+        if failure is None:
+            self._succeeded = True
         self._record(custom_id, response, body, failure)
         if failure is None and self._held:
             held, self._held = self._held, []
@@ -301,31 +335,43 @@ class ClientDriver:
     def _record(
         self,
         custom_id: str,
-        response: httpx.Response | None,
+        response: Response | None,
         body: Any,
         failure: Failure | None,
     ) -> None:
-        status = None if response is None else response.status_code
-        request_id = None
-        if response is not None:
-            request_id = response.headers.get("x-request-id")
-            if request_id is None and isinstance(body, dict):
-                request_id = body.get("id")
+        status = None if response is None else response.status
         if failure is None:
-            self.checkpoint.append(custom_id, status=status, body=body, request_id=request_id)
-            self.stats.ok += 1
+            request_id = None
+            if response is not None:
+                request_id = response.headers.get("x-request-id")
+                if request_id is None and isinstance(body, dict):
+                    request_id = body.get("id")
+            line = result_line(custom_id, status=status, body=body, request_id=request_id)
         else:
             error = {"code": failure.cause, "message": failure.message}
             if response is not None:
-                try:
-                    body = orjson.loads(response.content)
-                except orjson.JSONDecodeError:
-                    body = response.text
-            self.checkpoint.append(custom_id, status=status, body=body, error=error)
-            self.stats.failed += 1
-        self.stats.done += 1
+                body = _parsed(response.content)
+            line = result_line(custom_id, status=status, body=body, error=error)
+        self._journal.result(custom_id, failure is None, line)
+
+    def _done(self, custom_id: str, ok: bool) -> None:
+        """A result's line is written: only now does it count."""
+        stats = self.stats
+        stats.done += 1
+        if ok:
+            stats.ok += 1
+        else:
+            stats.failed += 1
         if self._on_result is not None:
-            self._on_result(custom_id, failure is None)
+            self._on_result(custom_id, ok)
+
+
+def _parsed(content: bytes) -> Any:
+    """A body as JSON, or as text when it is not JSON."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return content.decode("utf-8", "replace")
 
 
 class TargetRejected(Exception):
@@ -342,10 +388,11 @@ class _Slots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_use = 0
+        self._paused = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def acquire(self) -> None:
-        if self.in_use < self.limit and not self._waiters:
+        if self.in_use < self.limit and not self._waiters and not self._paused:
             self.in_use += 1
             return
         waiter = asyncio.get_running_loop().create_future()
@@ -367,8 +414,15 @@ class _Slots:
         self.limit = limit
         self._wake()
 
+    def pause(self) -> None:
+        self._paused += 1
+
+    def resume(self) -> None:
+        self._paused -= 1
+        self._wake()
+
     def _wake(self) -> None:
-        while self.in_use < self.limit and self._waiters:
+        while self.in_use < self.limit and self._waiters and not self._paused:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self.in_use += 1

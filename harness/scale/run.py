@@ -14,14 +14,12 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import psutil
 
-import generators
 from harness.calibration import measure
 from harness.driver.batch_api import BatchApiDriver, BatchConfig
 from harness.driver.checkpoint import RESULTS, Checkpoint, IdSet, dataset_ids, verify
@@ -33,6 +31,8 @@ from harness.driver.dataset import (
     from_file,
     generated,
 )
+from harness.driver.loop import run as run_loop
+from harness.driver.payloads import pending
 from harness.driver.ready import TargetUnavailable
 from harness.errors import UserError
 from harness.rundir import (
@@ -171,7 +171,7 @@ def _drive_and_verify(
             config = settle_model(config, target, dataset, run_dir, console)
             progress.plan_ooms(config.oom_at, target)
             try:
-                stats = asyncio.run(
+                stats = run_loop(
                     _send_requests(
                         config, run_dir, checkpoint, dataset, completed, target, progress
                     )
@@ -280,35 +280,24 @@ async def _send_requests(
             on_result=progress.result,
             on_running=progress.running,
         )
+    if isinstance(driver, ClientDriver):
+        progress.pause = driver.pause
     sampler = asyncio.create_task(_sample_load(run_dir, progress, driver, config.sample_interval))
     try:
         if isinstance(driver, ClientDriver):
-            pending = _pending(dataset, config.n, completed, config.model, config.max_tokens)
-            return await driver.run(pending)
+            requests = pending(
+                dataset.path,
+                config.n,
+                completed,
+                model=config.model,
+                max_tokens=config.max_tokens,
+            )
+            return await driver.run(requests)
         cache = config.cache_dir or Path(config.runs_root) / "datasets"
         batch_file = await asyncio.to_thread(as_batch_file, dataset, cache)
         return await driver.run(batch_file.path, config.n, completed)
     finally:
         sampler.cancel()
-
-
-def _pending(
-    dataset: Dataset,
-    n: int,
-    completed: IdSet,
-    model: str | None,
-    max_tokens: int | None = None,
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The first n requests of the dataset that have no result yet, streamed."""
-    requests = itertools.islice(
-        generators.iter_requests(dataset.path, model=model, max_tokens=max_tokens), n
-    )
-    if not len(completed):
-        yield from requests
-        return
-    for custom_id, body in requests:
-        if custom_id not in completed:
-            yield custom_id, body
 
 
 async def _sample_load(

@@ -168,7 +168,8 @@ def test_ladder_fits_small_sizes_and_extrapolates(tmp_path, cache_dir):
     out = io.StringIO()
     document = run_ladder(
         [800, 200, 400],
-        _config(tmp_path, cache_dir, concurrency=8, run_dir=str(tmp_path / "ladder")),
+        # a simulated delay, so each rung's time grows with its size, whatever the driver's speed
+        _config(tmp_path, cache_dir, concurrency=8, speed=200.0, run_dir=str(tmp_path / "ladder")),
         target_n=170_000,
         out=out,
     )
