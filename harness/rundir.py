@@ -64,6 +64,8 @@ class EventKind:
     BATCH_RESUBMIT: Final = "batch_resubmit"
     BATCH_LOST: Final = "batch_lost"
     BATCH_FINISHED: Final = "batch_finished"
+    LOAD_GENERATOR: Final = "load_generator"  # a driver process's verdict on its own health
+    DRIVER_PROCESS_DIED: Final = "driver_process_died"
     # Locust scenarios
     BATCH_COMPLETED: Final = "batch_completed"
     BEHIND_SCHEDULE: Final = "behind_schedule"

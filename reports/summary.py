@@ -473,7 +473,7 @@ def _load_generator(run: RunData, warnings: list[str]) -> dict[str, Any] | None:
     (`load_generator` events: event-loop lag, loop-thread CPU, schedule lag)."""
     load = run.samples.get("load")
     cpu = None if load is None else load.get("cpu_percent")
-    verdicts = run.events_of("load_generator")
+    verdicts = run.events_of(EventKind.LOAD_GENERATOR)
     if cpu is None and not verdicts:
         return None
     figures: dict[str, Any] = {
