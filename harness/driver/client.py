@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from harness.arrivals import DEFAULT_LAG_LIMIT_S, LagStats
 from harness.driver.checkpoint import Checkpoint, result_line
 from harness.driver.degrade import Degrader
 from harness.driver.errors import (
@@ -39,11 +40,14 @@ from harness.driver.http import HttpClient, Origin, Response, Sender, status_pro
 from harness.driver.journal import Journal
 from harness.driver.monitor import LOAD_GENERATOR, LoopMonitor
 from harness.driver.ready import Readiness, detect_health_url
+from harness.driver.stream import StreamResponse, streamed
 from harness.errors import UserError
-from harness.rundir import REQUESTS, RunDir, request_record
+from harness.locust.timing import GAPS_FIELD, StreamMetrics, gaps_ms
+from harness.rundir import REQUESTS, EventKind, RunDir, request_record
 
 # (custom_id, body): the body's JSON bytes as sent (payloads.py), or a dict to encode
 Request = tuple[str, bytes | dict[str, Any]]
+_BACKLOG = 4  # open loop: arrivals waiting for the concurrency cap, in multiples of it
 
 
 @dataclass
@@ -64,6 +68,11 @@ class DriverConfig:
     backoff_max_s: float = 10.0
     restore_after: int | None = None
     restore_step: int | None = None
+    stream: bool = False  # ask for SSE answers and time every chunk (stream.py)
+    # open loop: send offsets (s) from the start (harness/arrivals.py); `concurrency` then caps
+    # the requests in flight, and a request held back by it is late against its schedule
+    schedule: Iterable[float] | None = None
+    lag_limit_s: float = DEFAULT_LAG_LIMIT_S
 
 
 @dataclass
@@ -102,6 +111,7 @@ class ClientDriver:
             event=run_dir.event,
         )
         self.monitor = LoopMonitor()
+        self.lag = LagStats()  # open loop: how late each request left against its schedule
         self._slots = _Slots(config.concurrency)
         self.degrader.on_change(self._slots.set_limit)
         self._on_attempt = on_attempt
@@ -109,6 +119,10 @@ class ClientDriver:
         self._requests_log = run_dir.writer(REQUESTS)
         self._held: list[tuple[str, Response | None, Any, Failure]] = []
         self._succeeded = False  # a success was seen (maybe not yet written)
+
+    def _late(self, lag_s: float) -> None:
+        self.lag.add(lag_s)
+        self.monitor.schedule_lag(lag_s)  # a client behind its schedule is a saturated one
 
     @property
     def concurrency(self) -> int:
@@ -171,10 +185,13 @@ class ClientDriver:
             )
             source = iter(requests)
             watch = asyncio.create_task(self.monitor.watch())
-            workers = [
-                asyncio.create_task(self._worker(source, client.sender()))
-                for _ in range(config.concurrency)
-            ]
+            if config.schedule is None:
+                workers = [
+                    asyncio.create_task(self._worker(source, client.sender()))
+                    for _ in range(config.concurrency)
+                ]
+            else:
+                workers = [asyncio.create_task(self._open_loop(source, client, config.schedule))]
             everyone = asyncio.gather(*workers)
             try:
                 await asyncio.wait((everyone, stopped), return_when=asyncio.FIRST_COMPLETED)
@@ -190,6 +207,11 @@ class ClientDriver:
                         future.exception()
                 self._journal.flush()  # what finished before the end or the error is kept
                 self.run_dir.event(LOAD_GENERATOR, pid=os.getpid(), **self.monitor.verdict())
+                if config.schedule is not None:
+                    verdict = self.lag.verdict(config.lag_limit_s)
+                    behind = verdict["behind"]
+                    kind = EventKind.BEHIND_SCHEDULE if behind else EventKind.SCHEDULE_KEPT
+                    self.run_dir.event(kind, pid=os.getpid(), **verdict)
                 await self._ready.close()
                 self.stats.outages = self._ready.outages
                 self.stats.seconds = time.monotonic() - started
@@ -200,13 +222,62 @@ class ClientDriver:
     async def _worker(self, source: Iterator[Request], sender: Sender) -> None:
         try:
             for custom_id, body in source:
-                payload = body if isinstance(body, bytes) else orjson.dumps(body)
-                await self._complete(sender, custom_id, payload)
+                await self._complete(sender, custom_id, self._payload(body))
         finally:
             sender.close()
 
-    async def _complete(self, sender: Sender, custom_id: str, payload: bytes) -> None:
-        """Send one request until it has a final result; stage that result for the checkpoint."""
+    def _payload(self, body: bytes | dict[str, Any]) -> bytes:
+        payload = body if isinstance(body, bytes) else orjson.dumps(body)
+        return streamed(payload) if self.config.stream else payload
+
+    async def _open_loop(
+        self, source: Iterator[Request], client: HttpClient, schedule: Iterable[float]
+    ) -> None:
+        """Send each request at its scheduled time, each in its own task, on an idle connection
+        (a new one when none is idle). Arrivals the concurrency cap holds back wait in line and
+        leave late; past `_BACKLOG` x the cap waiting, the schedule itself waits (and is late)."""
+        loop = asyncio.get_running_loop()
+        start, wall = loop.time(), time.time()
+        idle: list[Sender] = []
+        tasks: set[asyncio.Task[None]] = set()
+        room = asyncio.Event()
+
+        async def send(custom_id: str, payload: bytes, due: float) -> None:
+            sender = idle.pop() if idle else client.sender()
+            try:
+                await self._complete(sender, custom_id, payload, due)
+            finally:
+                idle.append(sender)
+
+        def done(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            room.set()
+
+        try:
+            for offset in schedule:
+                item = next(source, None)
+                if item is None:
+                    break
+                while len(tasks) >= _BACKLOG * max(1, self._slots.limit):
+                    room.clear()
+                    await room.wait()
+                delay = start + offset - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = loop.create_task(send(item[0], self._payload(item[1]), wall + offset))
+                tasks.add(task)
+                task.add_done_callback(done)
+            while tasks:
+                await asyncio.gather(*list(tasks))
+        finally:
+            for sender in idle:
+                sender.close()
+
+    async def _complete(
+        self, sender: Sender, custom_id: str, payload: bytes, due: float | None = None
+    ) -> None:
+        """Send one request until it has a final result; stage that result for the checkpoint.
+        `due`: its scheduled send time (open loop), from which its latency is also measured."""
         config = self.config
         attempt = outage_attempts = other_attempts = 0
         while True:
@@ -215,21 +286,29 @@ class ClientDriver:
             await self._slots.acquire()
             sent = time.time()
             sent_mono = time.monotonic()
+            if due is not None and attempt == 1:
+                self._late(max(0.0, sent - due))
             response: Response | None = None
             try:
-                response = await sender.post(payload)
+                stream = StreamResponse(time.perf_counter()) if config.stream else None
+                response = await sender.post(payload, stream)
                 status = response.status
                 failure = (
                     None
                     if 200 <= status < 300
                     else classify_response(status, response.content, response.headers)
                 )
+                if failure is None and stream is not None and stream.stream_error:
+                    failure = stream_failure(status, stream.stream_error)
             except (ConnectionError, TimeoutError) as exc:
                 failure = classify_exception(exc)
             finally:
                 self._slots.release()
             finished = time.time()
-            body = self._record_attempt(custom_id, attempt, sent, finished, response, failure)
+            finished_perf = time.perf_counter()
+            body = self._record_attempt(
+                custom_id, attempt, sent, finished, response, failure, due, finished_perf
+            )
             if failure is None:
                 self.degrader.succeeded()
                 self._finish(custom_id, response, body, None)
@@ -275,14 +354,26 @@ class ClientDriver:
         finished: float,
         response: Response | None,
         failure: Failure | None,
+        due: float | None = None,
+        finished_perf: float = 0.0,
     ) -> Any:
         """Stage the attempt's requests.jsonl record; return the parsed body of a success."""
         body: Any = None
         usage: dict[str, Any] = {}
-        if failure is None and response is not None:
+        extra: dict[str, Any] = {}
+        if failure is None and isinstance(response, StreamResponse):
+            body = response.answer()
+            usage = body.get("usage") or {}
+            extra = _stream_fields(response.metrics(finished_perf))
+        elif failure is None and response is not None:
             body = _parsed(response.content)
             if isinstance(body, dict):
                 usage = body.get("usage") or {}
+        if due is not None:
+            extra["scheduled_t"] = due
+            extra["scheduled_latency_s"] = round(finished - due, 6)
+            if attempt == 1:
+                extra["schedule_lag_s"] = round(max(0.0, sent - due), 6)
         record = request_record(
             t=sent,
             t_end=finished,
@@ -295,7 +386,11 @@ class ClientDriver:
             output_tokens=usage.get("completion_tokens"),
             attempt=attempt,
             message=None if failure is None else failure.message,
+            **extra,
         )
+        if record.get("output_tokens") is None and "content_chunks" in extra:
+            record["output_tokens"] = extra["content_chunks"] or None
+        record.pop("content_chunks", None)
         if failure is not None:
             self.stats.failures[failure.cause] += 1
         self.stats.attempts += 1
@@ -372,6 +467,30 @@ def _parsed(content: bytes) -> Any:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
         return content.decode("utf-8", "replace")
+
+
+def _stream_fields(metrics: StreamMetrics) -> dict[str, Any]:
+    """A streamed success's timings as requests.jsonl keeps them (harness/locust/timing.py)."""
+    fields: dict[str, Any] = {
+        "ttft_s": metrics.ttft_s,
+        "itl_mean_s": metrics.itl_mean_s,
+        "tpot_s": metrics.tpot_s,
+        "ttst_s": metrics.ttst_s,
+        "itl_max_s": metrics.itl_max_s,
+        "token_basis": metrics.token_basis,
+        "content_chunks": metrics.content_chunks,
+    }
+    if metrics.gaps_s:
+        fields[GAPS_FIELD] = gaps_ms(metrics.gaps_s)
+    return fields
+
+
+def stream_failure(status: int, message: str) -> Failure:
+    """The Failure an error inside a started (2xx) stream stands for: classified as a 500 with
+    that message would be, keeping the stream's own status."""
+    failure = classify_response(500, message.encode(), None)
+    assert failure is not None
+    return failure._replace(status=status)
 
 
 class TargetRejected(Exception):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from harness.cost import CpuMeter
 from harness.rundir import EventKind, RunDir
 from harness.scale.console import Console, duration
 from harness.scale.oom import OomInjector
@@ -22,6 +23,7 @@ class Progress:
         self.total = total
         self.done = self.start_done = done
         self.server_side = 0
+        self.meter: CpuMeter | None = None  # the run's CPU, read with each `load` sample
         self.driver_peak_rss = 0  # sampled each interval: this run's own peak, even in a ladder
         self._run_dir = run_dir
         self._console = console

@@ -14,6 +14,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
@@ -21,6 +22,7 @@ from typing import TextIO
 import psutil
 
 from harness.calibration import measure
+from harness.cost import CpuMeter
 from harness.driver.batch_api import BatchApiDriver, BatchConfig
 from harness.driver.checkpoint import RESULTS, Checkpoint, IdSet, dataset_ids, verify
 from harness.driver.client import ClientDriver, DriverConfig, DriverStats, TargetRejected
@@ -75,6 +77,7 @@ def run_scale(config: ScaleConfig, *, out: TextIO = sys.stderr) -> ScaleOutcome:
         seed=config.seed,
         calibration=measure(),
         scale=config_settings(config),
+        **({"slo": config.slo} if config.slo else {}),
     )
     return _drive_and_verify(config, run_dir, dataset, console, resumed=False)
 
@@ -170,6 +173,10 @@ def _drive_and_verify(
         with open_target(config, run_dir, console) as target:
             config = settle_model(config, target, dataset, run_dir, console)
             progress.plan_ooms(config.oom_at, target)
+            supervisor = target.supervisor
+            meter = CpuMeter((lambda: supervisor.pid) if supervisor is not None else None)
+            progress.meter = meter
+            meter.start()
             try:
                 stats = run_loop(
                     _send_requests(
@@ -178,6 +185,7 @@ def _drive_and_verify(
                 )
             finally:
                 progress.close()
+            run_dir.update_manifest(cost=meter.stop(stats.ok))
     except (TargetUnavailable, TargetRejected) as exc:
         raise UserError(
             f"{exc}; {progress.done:,} of {config.n:,} results are saved: once the target "
@@ -257,6 +265,8 @@ async def _send_requests(
                 api_key=config.api_key,
                 request_timeout_s=config.request_timeout_s,
                 ready_timeout_s=config.ready_timeout_s,
+                stream=config.stream,
+                schedule=_schedule(config),
             ),
             run_dir,
             checkpoint,
@@ -300,6 +310,17 @@ async def _send_requests(
         sampler.cancel()
 
 
+def _schedule(config: ScaleConfig) -> Iterator[float] | None:
+    """Open loop: the send offsets of --rate or --trace; None for a closed loop."""
+    from harness.arrivals import rate_offsets, trace_offsets
+
+    if config.trace is not None:
+        return trace_offsets(config.trace)
+    if config.rate is not None:
+        return rate_offsets(config.rate, config.arrival, config.burstiness, config.seed)
+    return None
+
+
 async def _sample_load(
     run_dir: RunDir, progress: Progress, driver: ClientDriver | BatchApiDriver, interval: float
 ) -> None:
@@ -310,6 +331,8 @@ async def _sample_load(
     while True:
         await asyncio.sleep(interval)
         rss = me.memory_info().rss
+        if progress.meter is not None:
+            progress.meter.sample()
         progress.driver_peak_rss = max(progress.driver_peak_rss, rss)
         run_dir.sample(
             "load",
