@@ -237,7 +237,9 @@ class ClientDriver:
         (a new one when none is idle). Arrivals the concurrency cap holds back wait in line and
         leave late; past `_BACKLOG` x the cap waiting, the schedule itself waits (and is late)."""
         loop = asyncio.get_running_loop()
-        start, wall = loop.time(), time.time()
+        # perf_counter, not loop.time(): uvloop's clock moves in whole milliseconds, and a send
+        # must never leave before its time
+        start, wall = time.perf_counter(), time.time()
         idle: list[Sender] = []
         tasks: set[asyncio.Task[None]] = set()
         room = asyncio.Event()
@@ -261,8 +263,7 @@ class ClientDriver:
                 while len(tasks) >= _BACKLOG * max(1, self._slots.limit):
                     room.clear()
                     await room.wait()
-                delay = start + offset - loop.time()
-                if delay > 0:
+                while (delay := start + offset - time.perf_counter()) > 0:
                     await asyncio.sleep(delay)
                 task = loop.create_task(send(item[0], self._payload(item[1]), wall + offset))
                 tasks.add(task)
