@@ -39,6 +39,7 @@ SATURATED, VRAM_BUDGET, RAM_BUDGET, OOM, FAILED = (
     "oom",
     "failed",
 )
+CONCURRENCY, RATE = "concurrency", "rate"
 MIN_GAIN = 0.05  # throughput that rose by less than this share has stopped rising
 _BINS = 10  # per point, time bins whose throughput and latency the saturation test compares
 
@@ -48,9 +49,10 @@ class SweepConfig:
     """A sweep: the scale run every point starts from, and how the load moves."""
 
     base: ScaleConfig  # target / serve / speed / server_args / dataset: what every point runs
-    grid: tuple[int, ...] = ()  # concurrency points; empty: search for the edge
-    search_start: int = 1
-    search_max: int = 1024
+    axis: str = CONCURRENCY  # what moves: concurrency, or rate (open loop, base.concurrency caps)
+    grid: tuple[float, ...] = ()  # the loads; empty: search for the edge
+    search_start: float = 1
+    search_max: float = 1024
     n_per_point: int = 1000
     repeat: int = 1
     slo: str | None = None  # bounds may be "2x": times the first point's figure
@@ -65,7 +67,7 @@ class SweepConfig:
 class Point:
     """One load level, measured (mean of its repeats)."""
 
-    concurrency: int
+    load: float  # the concurrency, or the rate (requests/s) of an open-loop point
     run_dirs: list[str]
     requests_per_s: float | None
     requests_per_s_ci95: list[float] | None
@@ -129,7 +131,10 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stderr) -> dict[str, Any
     if config.slo and not relative:
         state.objectives = parse_slo(config.slo)
     loads = iter(sorted(config.grid)) if config.grid else None
-    search = _Search(config.search_start, config.search_max) if loads is None else None
+    search = None
+    if loads is None:
+        search = _Search(config.search_start, config.search_max, config.axis == CONCURRENCY)
+    label = _label(config.axis)
     while True:
         load = next(loads, None) if loads is not None else search.next()  # type: ignore[union-attr]
         if load is None:
@@ -145,7 +150,7 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stderr) -> dict[str, Any
         blocked = _budget_blocks(config, state.points, load)
         if blocked is not None:
             state.stop = blocked
-            say(f"stop before concurrency {load}: {blocked['detail']}")
+            say(f"stop before {label(load)}: {blocked['detail']}")
             if search is None:
                 break
             search.failed(load)
@@ -154,21 +159,21 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stderr) -> dict[str, Any
             point, measured = _measure(config, root, load, state, relative, say)
         except UserError as exc:
             state.stop = {"reason": FAILED, "at": load, "detail": str(exc)}
-            say(f"concurrency {load} failed: {exc}")
+            say(f"{label(load)} failed: {exc}")
             if search is None:
                 break
             search.failed(load)
             continue
-        below = [p for p in state.points if p.concurrency < load]
-        previous = max(below, key=lambda p: p.concurrency) if below else None
+        below = [p for p in state.points if p.load < load]
+        previous = max(below, key=lambda p: p.load) if below else None
         if previous is not None:
-            verdict = saturation(state.samples[previous.concurrency], measured)
-            point.saturation = verdict
-            point.saturated = verdict["saturated"]
+            verdict = saturation(state.samples[previous.load], measured)
+            point.saturation = {**(point.saturation or {}), **verdict}
+            point.saturated = point.saturated or verdict["saturated"]
         state.points.append(point)
-        state.points.sort(key=lambda p: p.concurrency)
+        state.points.sort(key=lambda p: p.load)
         state.samples[load] = measured
-        say(_point_line(point))
+        say(_point_line(point, label))
         stop = _stop_after(point)
         if search is not None:
             if stop is None and point.usable:
@@ -179,7 +184,7 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stderr) -> dict[str, Any
             continue
         if stop is not None:
             state.stop = stop
-            say(f"stop at concurrency {load}: {stop['detail']}")
+            say(f"stop at {label(load)}: {stop['detail']}")
             break
     document = _document(config, root, state)
     write_json_atomic(root / SWEEP, document)
@@ -189,18 +194,34 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stderr) -> dict[str, Any
         say("no point met the SLOs and the budget")
     else:
         say(
-            f"best: concurrency {best['concurrency']}, {best['requests_per_s']:,.1f} req/s; "
+            f"best: {label(best['load'])}, {best['requests_per_s']:,.1f} req/s; "
             f"{config.target_n:,} requests would take {_duration(best['predicted_target_s'])}"
         )
     say(f"sweep written to {root / SWEEP}")
     return document
 
 
+def _label(axis: str) -> Callable[[float], str]:
+    """How a load reads in lines: "concurrency 8", "rate 12.5/s"."""
+    if axis == RATE:
+        return lambda load: f"rate {load:g}/s"
+    return lambda load: f"concurrency {load:g}"
+
+
 def _check(config: SweepConfig) -> None:
-    if config.grid and (min(config.grid) < 1 or len(set(config.grid)) != len(config.grid)):
-        raise UserError("--concurrency points must be distinct and 1 or more, e.g. 1,2,4,8")
-    if not 1 <= config.search_start <= config.search_max:
-        raise UserError("--search-max must be at least the first point (1 or more)")
+    if config.axis not in (CONCURRENCY, RATE):
+        raise UserError(f"a sweep moves concurrency or rate, not {config.axis!r}")
+    option = f"--{config.axis}"
+    if config.grid and len(set(config.grid)) != len(config.grid):
+        raise UserError(f"{option} points must be distinct, e.g. 1,2,4,8")
+    if config.axis == CONCURRENCY and any(c < 1 or c != int(c) for c in config.grid):
+        raise UserError("--concurrency points must be whole numbers, 1 or more, e.g. 1,2,4,8")
+    if any(not r > 0 for r in config.grid):
+        raise UserError(f"{option} points must be above 0")
+    if not 0 < config.search_start <= config.search_max:
+        raise UserError("--search-max must be at least the first point (above 0)")
+    if config.axis == RATE and (config.base.rate is not None or config.base.trace is not None):
+        raise UserError("a rate sweep sets the rate itself: drop --rate and --trace")
     if config.n_per_point < 10:
         raise UserError(f"--n per point must be at least 10, got {config.n_per_point}")
     if config.repeat < 1:
@@ -229,16 +250,14 @@ def _measure(
 
     dirs = []
     for k in range(config.repeat):
-        name = f"c{load}" if config.repeat == 1 else f"c{load}/r{k + 1}"
+        base = f"{'c' if config.axis == CONCURRENCY else 'r'}{load:g}"
+        name = base if config.repeat == 1 else f"{base}/r{k + 1}"
         run_dir = root / name
+        moved = {"concurrency": int(load)} if config.axis == CONCURRENCY else {"rate": load}
         point_config = replace(
-            config.base,
-            n=config.n_per_point,
-            concurrency=load,
-            run_dir=str(run_dir),
-            report=False,
+            config.base, n=config.n_per_point, run_dir=str(run_dir), report=False, **moved
         )
-        say(f"concurrency {load}" + (f" (repeat {k + 1})" if config.repeat > 1 else ""))
+        say(_label(config.axis)(load) + (f" (repeat {k + 1})" if config.repeat > 1 else ""))
         run_dir.mkdir(parents=True, exist_ok=True)
         # the point's own lines (scale's, the supervisor's) go to its log, not the terminal
         with open(run_dir / "sweep-point.log", "w") as log, contextlib.redirect_stderr(log):
@@ -253,7 +272,7 @@ def _measure(
     rates = [r for r in rates if r is not None]
     rate_estimate = estimate(rates) if rates else None
     point = Point(
-        concurrency=load,
+        load=load,
         run_dirs=[str(d.relative_to(root)) for d in dirs],
         requests_per_s=rate_estimate.mean if rate_estimate else None,
         requests_per_s_ci95=list(rate_estimate.ci95)
@@ -278,6 +297,10 @@ def _measure(
     if point.requests_per_s:
         point.predicted_target_s = config.target_n / point.requests_per_s
     point.over_budget = _over_budget(config, point)
+    if config.axis == RATE:  # open loop: a queue that grows during the point is over-saturation
+        drift = queue_growth(runs)
+        point.saturation = {"queue_growth": drift}
+        point.saturated = drift["growing"]
     return point, _binned(runs)
 
 
@@ -364,6 +387,54 @@ def saturation(previous: _Measured, current: _Measured, min_gain: float = MIN_GA
     }
 
 
+def queue_growth(runs: Sequence[Any], min_growth: float = 0.2) -> dict[str, Any]:
+    """Within an open-loop point, as GuideLLM's over-saturation stop: is latency (from the
+    scheduled send time) still climbing along the run? A least-squares slope over `_BINS` time
+    bins of each run with its 95% interval: growing when the whole interval is above zero and the
+    climb over the run is at least `min_growth` of the mean latency (a queue that keeps building,
+    not a warm-up blip)."""
+    from reports.stats import t95
+
+    xs, ys = [], []
+    for run in runs:
+        requests = run.requests
+        if requests is None or not len(requests):
+            continue
+        ok = requests.ok
+        latency = requests["scheduled_latency_s"][ok]
+        if not np.isfinite(latency).any():
+            latency = requests["latency_s"][ok]
+        sent = requests["t"][ok]
+        usable = np.isfinite(latency) & np.isfinite(sent)
+        if usable.sum() < _BINS:
+            continue
+        sent, latency = sent[usable], latency[usable]
+        edges = np.linspace(sent.min(), sent.max(), _BINS + 1)
+        index = np.clip(np.searchsorted(edges, sent, side="right") - 1, 0, _BINS - 1)
+        counts = np.bincount(index, minlength=_BINS)
+        sums = np.bincount(index, weights=latency, minlength=_BINS)
+        middles = (edges[:-1] + edges[1:]) / 2 - edges[0]
+        xs += [m for m, c in zip(middles, counts, strict=True) if c]
+        ys += [v / c for v, c in zip(sums, counts, strict=True) if c]
+    if len(xs) < 4:
+        return {"growing": False, "reason": "too few requests to judge"}
+    x, y = np.asarray(xs), np.asarray(ys)
+    sxx = float(((x - x.mean()) ** 2).sum())
+    if sxx <= 0:
+        return {"growing": False, "reason": "no spread in time"}
+    slope = float(((x - x.mean()) * (y - y.mean())).sum() / sxx)
+    residuals = y - (y.mean() + slope * (x - x.mean()))
+    se = float(np.sqrt((residuals**2).sum() / (len(x) - 2) / sxx))
+    low = slope - t95(len(x) - 2) * se
+    growth = slope * float(x.max() - x.min()) / float(y.mean()) if y.mean() > 0 else 0.0
+    return {
+        "growing": bool(low > 0 and growth >= min_growth),
+        "slope_s_per_s": slope,
+        "slope_ci95_low": low,
+        "growth": growth,
+    }
+
+
 # -- stopping --------------------------------------------------------------------------------
 
 
@@ -377,7 +448,7 @@ def _over_budget(config: SweepConfig, point: Point) -> str | None:
 
 def _stop_after(point: Point) -> dict[str, Any] | None:
     """Why no higher load is worth running after this point, if any."""
-    at = point.concurrency
+    at = point.load
     if point.oom:
         return {"reason": OOM, "at": at, "detail": f"{point.oom} OOM(s) at this load"}
     if point.over_budget == VRAM_BUDGET:
@@ -392,7 +463,7 @@ def _stop_after(point: Point) -> dict[str, Any] | None:
 def _budget_blocks(config: SweepConfig, points: list[Point], load: int) -> dict | None:
     """Stop before a load whose peak memory, extrapolated from the points below it, would pass
     the budget (a straight line through the two highest points; memory grows with load)."""
-    below = [p for p in points if p.concurrency < load]
+    below = [p for p in points if p.load < load]
     checks = (
         (VRAM_BUDGET, config.vram_budget, "peak_vram_bytes", "VRAM"),
         (RAM_BUDGET, config.ram_budget, "peak_ram_bytes", "RAM"),
@@ -400,7 +471,7 @@ def _budget_blocks(config: SweepConfig, points: list[Point], load: int) -> dict 
     for reason, budget, name, label in checks:
         if budget is None:
             continue
-        measured = [(p.concurrency, getattr(p, name)) for p in below if getattr(p, name)]
+        measured = [(p.load, getattr(p, name)) for p in below if getattr(p, name)]
         if len(measured) < 2:
             continue
         (x0, y0), (x1, y1) = measured[-2], measured[-1]
@@ -418,6 +489,12 @@ def _budget_blocks(config: SweepConfig, points: list[Point], load: int) -> dict 
 
 def _saturation_text(point: Point) -> str:
     verdict = point.saturation or {}
+    growth = verdict.get("queue_growth")
+    if growth and growth.get("growing"):
+        return (
+            f"over-saturated: latency climbed {growth['growth']:.0%} during the point "
+            f"(slope {growth['slope_s_per_s'] * 1000:+.1f} ms/s, 95% above zero)"
+        )
     gain = verdict.get("throughput_gain_ci95") or [0.0, 0.0]
     rise = verdict.get("latency_rise_ci95_s") or [0.0, 0.0]
     return (
@@ -428,35 +505,38 @@ def _saturation_text(point: Point) -> str:
 
 class _Search:
     """The edge: double from `start` while points pass, then bisect between the last passing and
-    the first failing load (integers)."""
+    the first failing load: to adjacent integers (concurrency), or to 10% (a rate)."""
 
-    def __init__(self, start: int, maximum: int) -> None:
-        self.low: int | None = None  # highest passing
-        self.high: int | None = None  # lowest failing
-        self._next: int | None = start
+    def __init__(self, start: float, maximum: float, integer: bool = True) -> None:
+        self.low: float | None = None  # highest passing
+        self.high: float | None = None  # lowest failing
+        self._next: float | None = start
         self.maximum = maximum
+        self.integer = integer
 
-    def next(self) -> int | None:
+    def next(self) -> float | None:
         value, self._next = self._next, None
         return value
 
-    def passed(self, load: int) -> None:
+    def passed(self, load: float) -> None:
         self.low = load if self.low is None else max(self.low, load)
         if self.high is None:
             self._next = load * 2 if load * 2 <= self.maximum else None
         else:
             self._bisect()
 
-    def failed(self, load: int) -> None:
+    def failed(self, load: float) -> None:
         self.high = load if self.high is None else min(self.high, load)
         self._bisect()
 
     def _bisect(self) -> None:
-        low = self.low or 0
-        if self.high is not None and self.high - low > 1:
-            self._next = (low + self.high) // 2
-        else:
+        low, high = self.low or 0, self.high
+        if high is None:
             self._next = None
+        elif self.integer:
+            self._next = (int(low) + int(high)) // 2 if high - low > 1 else None
+        else:
+            self._next = (low + high) / 2 if high > 1.1 * low else None
 
 
 # -- SLOs relative to the first point ------------------------------------------------------
@@ -526,7 +606,7 @@ def best_point(points: Sequence[Point]) -> Point | None:
     bought no throughput for its latency, only when nothing else is usable."""
     usable = [p for p in points if p.usable]
     preferred = [p for p in usable if not p.saturated] or usable
-    return max(preferred, key=lambda p: (p.score, -p.concurrency)) if preferred else None
+    return max(preferred, key=lambda p: (p.score, -p.load)) if preferred else None
 
 
 def _document(config: SweepConfig, root: Path, state: _State) -> dict[str, Any]:
@@ -536,7 +616,7 @@ def _document(config: SweepConfig, root: Path, state: _State) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "generated_at": utc_iso(),
-        "axis": "concurrency",
+        "axis": config.axis,
         "mode": "grid" if config.grid else "search",
         "grid": list(config.grid),
         "n_per_point": config.n_per_point,
@@ -570,10 +650,10 @@ def _report(root: Path, document: dict[str, Any], say: Callable[[str], None]) ->
     say(f"report {path}")
 
 
-def _point_line(point: Point) -> str:
+def _point_line(point: Point, label: Callable[[float], str]) -> str:
     rate = f"{point.requests_per_s:,.1f} req/s" if point.requests_per_s else "no throughput"
     p99 = point.latency.get("e2e_s.p99")
-    parts = [f"concurrency {point.concurrency}: {rate}"]
+    parts = [f"{label(point.load)}: {rate}"]
     if p99 is not None:
         parts.append(f"e2e p99 {p99 * 1000:,.1f} ms")
     ttft = point.latency.get("ttft_s.p99")

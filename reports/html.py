@@ -426,7 +426,7 @@ def render_sweep_html(document: Mapping[str, Any], images: Mapping[str, bytes]) 
         rows.append(
             (
                 "best point",
-                f"concurrency {best['concurrency']}: {best['requests_per_s']:,.1f} requests/s"
+                f"{document['axis']} {best['load']:g}: {best['requests_per_s']:,.1f} requests/s"
                 + (
                     f", goodput {best['goodput_rps']:,.1f}/s"
                     if best.get("goodput_rps") is not None
@@ -456,7 +456,7 @@ def render_sweep_html(document: Mapping[str, Any], images: Mapping[str, bytes]) 
             notes.append("missed " + ", ".join(point["slo_missed"]))
         table.append(
             (
-                point["concurrency"],
+                f"{point['load']:g}",
                 _sweep_cell(point.get("requests_per_s"), "n"),
                 _sweep_cell(point.get("goodput_rps"), "n"),
                 _sweep_cell(latency.get("e2e_s.p50"), "s"),
@@ -466,8 +466,7 @@ def render_sweep_html(document: Mapping[str, Any], images: Mapping[str, bytes]) 
                 _sweep_cell(point.get("peak_vram_bytes"), "bytes"),
                 _sweep_cell(point.get("peak_ram_bytes"), "bytes"),
                 _sweep_cell(point.get("predicted_target_s"), "s"),
-                ", ".join(notes)
-                or ("best" if best and point["concurrency"] == best["concurrency"] else ""),
+                ", ".join(notes) or ("best" if best and point["load"] == best["load"] else ""),
             )
         )
     parts = [
@@ -479,7 +478,7 @@ def render_sweep_html(document: Mapping[str, Any], images: Mapping[str, bytes]) 
         "<h2>Points</h2>",
         _table(
             (
-                "concurrency",
+                document["axis"],
                 "requests/s",
                 "goodput/s",
                 "e2e p50",

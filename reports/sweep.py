@@ -25,6 +25,11 @@ SWEEP_HTML = "report.html"
 _GIB = 1024**3
 
 
+def _axis(document: Mapping[str, Any], unit: bool = False) -> str:
+    axis = document.get("axis", "concurrency")
+    return "rate (requests/s)" if unit and axis == "rate" else axis
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats on both: higher x (throughput) and lower y
     (latency); ordered by x."""
@@ -53,14 +58,14 @@ def sweep_figure(document: Mapping[str, Any]) -> Figure | None:
     FigureCanvasAgg(figure)
     figure.subplots_adjust(left=0.05, right=0.95, bottom=0.13, top=0.88, wspace=0.32)
     axes = figure.subplots(1, 3)
-    best = (document.get("best") or {}).get("concurrency")
+    best = (document.get("best") or {}).get("load")
     _throughput_panel(axes[0], document, points, best)
     _tokens_panel(axes[1], points, best)
     _memory_panel(axes[2], document, points)
     stop = document.get("stop") or {}
     figure.suptitle(
         f"Capacity sweep: {len(points)} points, stopped: {stop.get('reason', '?')}"
-        + (f" (best: concurrency {best})" if best is not None else " (no usable point)"),
+        + (f" (best: {_axis(document)} {best:g})" if best is not None else " (no usable point)"),
         fontsize=11,
     )
     return figure
@@ -68,7 +73,7 @@ def sweep_figure(document: Mapping[str, Any]) -> Figure | None:
 
 def _mark(ax: Any, x: float, y: float, point: Mapping[str, Any], best: int | None) -> None:
     usable = point.get("usable", True)
-    if point["concurrency"] == best:
+    if point["load"] == best:
         ax.plot([x], [y], marker="*", markersize=16, color="#d62728", zorder=5)
     ax.plot(
         [x],
@@ -79,9 +84,7 @@ def _mark(ax: Any, x: float, y: float, point: Mapping[str, Any], best: int | Non
         markerfacecolor="#1f77b4" if usable else "white",
         zorder=4,
     )
-    ax.annotate(
-        f"c={point['concurrency']}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8
-    )
+    ax.annotate(f"{point['load']:g}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
 
 
 def _throughput_panel(
@@ -121,7 +124,7 @@ def _tokens_panel(ax: Any, points: list[dict], best: int | None) -> None:
 def _memory_panel(ax: Any, document: Mapping[str, Any], points: list[dict]) -> None:
     """Peak VRAM (left axis, GiB) and the target's peak RAM (right axis, its own unit), each with
     its budget dashed: RAM in MiB would vanish on a VRAM scale."""
-    loads = [p["concurrency"] for p in points]
+    loads = [p["load"] for p in points]
     vram = [
         (x, p["peak_vram_bytes"])
         for x, p in zip(loads, points, strict=True)
@@ -174,7 +177,8 @@ def _memory_panel(ax: Any, document: Mapping[str, Any], points: list[dict]) -> N
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_xticks(loads)
-    ax.set_xlabel("concurrency")
+    ax.set_xticklabels([f"{x:g}" for x in loads])
+    ax.set_xlabel(_axis(document, unit=True))
     ax.set_title("Peak memory per point", fontsize=10)
     ax.grid(alpha=0.3)
     if handles:

@@ -6,6 +6,7 @@ import argparse
 import math
 from typing import Any
 
+from harness.arrivals import ARRIVALS
 from harness.commands.gen import parse_count
 from harness.commands.scale import api_key_from_env
 from harness.errors import UserError
@@ -18,27 +19,51 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "sweep",
         help="ramp concurrency to find the best operating point under SLOs and a memory budget",
-        description="Run one scale run per load level, on a grid (--concurrency 1,2,4,8) or in a "
-        "search for the edge (the default), against the embedded reference server, a --target "
-        "or a --serve command. Each point records throughput, goodput, latency percentiles, "
-        "peak RAM and peak VRAM. Stops at saturation, before a memory budget and at an OOM; "
-        "reports the best point and the predicted duration of the full run there; writes "
-        "sweep.json, sweep.png and report.html. Exit 1 when no point met the SLOs and budget.",
+        description="Run one scale run per load level, on a grid (--concurrency 1,2,4,8, or "
+        "open-loop --rate 5,10,20) or in a search for the edge (the default), against the "
+        "embedded reference server, a --target or a --serve command. Each point records "
+        "throughput, goodput, latency percentiles, peak RAM and peak VRAM. Stops at "
+        "saturation, before a memory budget and at an OOM; reports the best point and the "
+        "predicted duration of the full run there; writes sweep.json, sweep.png and "
+        "report.html. Exit 1 when no point met the SLOs and budget.",
         epilog="example: harness sweep --concurrency 1,2,4,8,16,32 --speed 10 "
         "--set max_num_seqs=8 --slo ttft_p99=2x --vram-budget 14G",
     )
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument(
-        "--concurrency", type=_grid, metavar="POINTS", help="the grid, e.g. 1,2,4,8,16"
+        "--concurrency", type=_grid, metavar="POINTS", help="a concurrency grid, e.g. 1,2,4,8,16"
     )
     grid.add_argument(
-        "--search-max",
-        type=int,
-        metavar="C",
-        help="search for the edge up to this concurrency (default 1024; the default mode)",
+        "--rate",
+        type=_grid,
+        metavar="POINTS",
+        help="a grid of open-loop rates (requests/s), e.g. 5,10,20,40 (--arrival applies)",
+    )
+    grid.add_argument(
+        "--search",
+        choices=("concurrency", "rate"),
+        help="search for the edge of this load (the default: concurrency)",
     )
     parser.add_argument(
-        "--search-start", type=int, default=1, metavar="C", help="first point of a search"
+        "--search-start", type=float, default=1, metavar="X", help="first load of a search"
+    )
+    parser.add_argument(
+        "--search-max", type=float, default=1024, metavar="X", help="last load a search tries"
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=256,
+        metavar="C",
+        help="with rates: the cap on requests in flight (default 256)",
+    )
+    parser.add_argument(
+        "--arrival", choices=ARRIVALS, default="poisson", help="with rates: the arrival process"
+    )
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="stream the answers: TTFT, TTST, ITL and every gap at each point (for TTFT SLOs)",
     )
     parser.add_argument(
         "--n", type=parse_count, default=1000, help="requests per point (default 1000)"
@@ -102,8 +127,12 @@ def run(args: argparse.Namespace) -> int:
     external = args.target is not None or args.serve
     if external and (args.set or args.server_arg or args.speed is not None):
         raise UserError("--set, --server-arg and --speed shape the embedded server; drop them")
+    axis = "rate" if args.rate or args.search == "rate" else "concurrency"
     base = ScaleConfig(
         n=args.n,
+        stream=args.stream,
+        arrival=args.arrival if axis == "rate" else "poisson",
+        concurrency=args.max_concurrency if axis == "rate" else 64,
         target=args.target,
         serve=tuple(command),
         dataset=args.dataset,
@@ -117,9 +146,10 @@ def run(args: argparse.Namespace) -> int:
     )
     config = SweepConfig(
         base=base,
-        grid=tuple(args.concurrency or ()),
+        axis=axis,
+        grid=tuple(args.concurrency or args.rate or ()),
         search_start=args.search_start,
-        search_max=args.search_max or 1024,
+        search_max=args.search_max,
         n_per_point=args.n,
         repeat=args.repeat,
         slo=args.slo,
@@ -133,11 +163,11 @@ def run(args: argparse.Namespace) -> int:
     return 0 if document["best"] is not None else 1
 
 
-def _grid(text: str) -> list[int]:
+def _grid(text: str) -> list[float]:
     try:
-        points = [int(part) for part in text.split(",") if part.strip()]
+        points = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: write concurrency points as 1,2,4,8") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: write the points as 1,2,4,8") from None
     if not points:
         raise argparse.ArgumentTypeError(f"{text!r} holds no point")
     return points

@@ -34,7 +34,7 @@ GIB = 1024**3
 
 def _point(c: int, rps: float, **fields) -> Point:
     base = dict(
-        concurrency=c,
+        load=c,
         run_dirs=[f"c{c}"],
         requests_per_s=rps,
         requests_per_s_ci95=None,
@@ -79,6 +79,10 @@ def test_the_search_doubles_then_bisects_to_the_edge() -> None:
         (search.passed if load <= edge else search.failed)(load)
     assert seen == [1, 2, 4, 8, 16, 12, 10, 11]
     assert (search.low, search.high) == (11, 12)
+    rates = _Search(5.0, 1000.0, integer=False)  # a rate: to within 10%
+    while (load := rates.next()) is not None:
+        (rates.passed if load <= 33.0 else rates.failed)(load)
+    assert rates.low <= 33.0 < rates.high <= 1.1 * rates.low
 
 
 def test_a_vram_budget_stops_before_the_point_that_would_pass_it() -> None:
@@ -100,10 +104,10 @@ def test_the_best_point_is_usable_and_not_saturated() -> None:
         _point(16, 40, oom=2),
         _point(32, 50, over_budget=VRAM_BUDGET),
     ]
-    assert best_point(points).concurrency == 4
+    assert best_point(points).load == 4
     with_slo = [_point(1, 10, goodput_rps=10, slo_verdict="pass"), _point(2, 19, goodput_rps=3)]
     with_slo[1].slo_verdict = "fail"
-    assert best_point(with_slo).concurrency == 1
+    assert best_point(with_slo).load == 1
     assert best_point([_point(1, 10, oom=1)]) is None
 
 
@@ -122,7 +126,8 @@ def test_pareto_front_and_figure() -> None:
     document = {
         "points": [orjson.loads(orjson.dumps(p.__dict__)) | {"usable": True} for p in
                    (_point(1, 10), _point(2, 19), _point(4, 30))],
-        "best": {"concurrency": 4},
+        "best": {"load": 4},
+        "axis": "concurrency",
         "stop": {"reason": SATURATED},
         "vram_budget_bytes": 10 * GIB,
         "ram_budget_bytes": None,
@@ -135,6 +140,8 @@ def test_pareto_front_and_figure() -> None:
 def test_cli_rejects_bad_input(capsys: pytest.CaptureFixture) -> None:
     assert main(["sweep", "--concurrency", "4,4", "--run-dir", "/nonexistent/x"]) == 2
     assert "distinct" in capsys.readouterr().err
+    assert main(["sweep", "--concurrency", "1.5,4", "--run-dir", "/nonexistent/x"]) == 2
+    assert "whole numbers" in capsys.readouterr().err
     assert main(["sweep", "--target", "http://127.0.0.1:1", "--set", "max_num_seqs=8"]) == 2
     assert "embedded server" in capsys.readouterr().err
     assert main(["sweep", "--slo", "ttft_p99=2 fortnights"]) == 2
@@ -179,10 +186,10 @@ def test_a_sweep_finds_the_knee_of_the_embedded_server(tmp_path: Path, cache_dir
     )
     stop = document["stop"]
     assert stop["reason"] == SATURATED and stop["at"] in (8, 16), stop
-    assert document["best"]["concurrency"] in (4, 8)
-    loads = [p["concurrency"] for p in document["points"]]
+    assert document["best"]["load"] in (4, 8)
+    loads = [p["load"] for p in document["points"]]
     assert 32 not in loads  # it stopped, not just ran out of grid
-    rates = {p["concurrency"]: p["requests_per_s"] for p in document["points"]}
+    rates = {p["load"]: p["requests_per_s"] for p in document["points"]}
     assert rates[4] > 2.5 * rates[1]  # below the knee, more load was more throughput
     best = document["best"]
     assert best["predicted_target_s"] == pytest.approx(170_000 / best["requests_per_s"])
@@ -206,8 +213,8 @@ def test_a_sweep_stops_before_the_vram_budget(tmp_path: Path, cache_dir: str) ->
     assert stop["reason"] == VRAM_BUDGET and stop["predicted_bytes"] > budget, stop
     measured = [p for p in document["points"]]
     assert all(p["peak_vram_bytes"] <= budget for p in measured)
-    assert stop["at"] > max(p["concurrency"] for p in measured)
-    assert document["best"]["concurrency"] == max(p["concurrency"] for p in measured)
+    assert stop["at"] > max(p["load"] for p in measured)
+    assert document["best"]["load"] == max(p["load"] for p in measured)
 
 
 def test_a_sweep_stops_at_an_oom(tmp_path: Path, cache_dir: str) -> None:
@@ -223,6 +230,6 @@ def test_a_sweep_stops_at_an_oom(tmp_path: Path, cache_dir: str) -> None:
     )
     stop = document["stop"]
     assert stop["reason"] == OOM and stop["at"] == 8, stop
-    assert [p["concurrency"] for p in document["points"]] == [2, 8]
+    assert [p["load"] for p in document["points"]] == [2, 8]
     assert document["points"][1]["oom"] >= 1 and not document["points"][1]["usable"]
-    assert document["best"]["concurrency"] == 2
+    assert document["best"]["load"] == 2
