@@ -52,8 +52,9 @@ def compare(group: Path, baseline: Path, *extra: str) -> tuple[int, dict]:
     )
     if done.returncode not in (0, 1):
         sys.exit(f"compare failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    verdict = orjson.loads((group / "compare.json").read_bytes()) if done.returncode < 2 else {}
-    return done.returncode, verdict
+    if "--update-baseline" in extra:
+        return done.returncode, {}
+    return done.returncode, orjson.loads((group / "compare.json").read_bytes())
 
 
 def _row(verdict: dict, name: str) -> dict:
@@ -84,7 +85,8 @@ def main() -> None:
     started = time.perf_counter()
 
     print(f"baseline: {2 * args.repeat} runs", flush=True)
-    scale_group(root / "base", 2 * args.repeat, None, runs_root)
+    if not (root / "base" / "repeat.json").exists():  # --keep: a baseline made before is reused
+        scale_group(root / "base", 2 * args.repeat, None, runs_root)
     compare(root / "base", baseline, "--update-baseline")
     gates: list[tuple[str, int, dict, float]] = []
     for trial in range(args.trials):

@@ -59,6 +59,7 @@ class SweepConfig:
     vram_budget: int | None = None
     ram_budget: int | None = None
     target_n: int = 170_000
+    full_grid: bool = False  # run every grid point: saturation is marked, not a stop
     run_dir: str | None = None
     runs_root: str = "runs"
 
@@ -175,6 +176,8 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stderr) -> dict[str, Any
         state.samples[load] = measured
         say(_point_line(point, label))
         stop = _stop_after(point)
+        if stop is not None and stop["reason"] == SATURATED and config.full_grid:
+            stop = None  # marked on the point; the grid goes on
         if search is not None:
             if stop is None and point.usable:
                 search.passed(load)

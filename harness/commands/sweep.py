@@ -45,6 +45,11 @@ def register(subparsers: Any) -> None:
         help="search for the edge of this load (the default: concurrency)",
     )
     parser.add_argument(
+        "--full-grid",
+        action="store_true",
+        help="run every grid point: saturation is marked, not a stop (a budget or OOM still is)",
+    )
+    parser.add_argument(
         "--search-start", type=float, default=1, metavar="X", help="first load of a search"
     )
     parser.add_argument(
@@ -156,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         vram_budget=parse_bytes(args.vram_budget, "--vram-budget") if args.vram_budget else None,
         ram_budget=parse_bytes(args.ram_budget, "--ram-budget") if args.ram_budget else None,
         target_n=args.target_n,
+        full_grid=args.full_grid,
         run_dir=args.run_dir,
         runs_root=args.runs_root,
     )
