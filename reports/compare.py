@@ -28,6 +28,10 @@ HIGHER = "higher"
 LOWER = "lower"
 MIB = 1024 * 1024
 DEFAULT_MAX_ERROR_RATE = 0.05  # a run with more failed attempts fails whatever its baseline says
+# Timing is put on the baseline machine's speed only when the references show, beyond their
+# noise, a machine at least this much faster (or 1/this slower): a busy moment of the same
+# machine moves the reference by less, and dividing by it would only add its noise.
+MACHINE_MARGIN = 1.25
 
 OK, IMPROVED, NEW, UNMEASURED = "ok", "improved", "new", "unmeasured"
 WORSE = "worse"  # an informational metric past its threshold: shown, never failing
@@ -373,10 +377,11 @@ def _calibration(
     if interval is not None:
         low, high = (1 + interval[0] / base, 1 + interval[1] / base)
         figures["speed_ratio_ci95"] = [low, high]
-        if low <= 1 <= high:
+        if low <= MACHINE_MARGIN and high >= 1 / MACHINE_MARGIN:
             reason = (
-                f"the loopback references agree within their noise (this machine at "
-                f"{ratio:.2f}x the baseline's, 95% {low:.2f}-{high:.2f}x)"
+                f"the loopback references do not show another machine (this one at {ratio:.2f}x "
+                f"the baseline's, 95% {low:.2f}-{high:.2f}x, not wholly beyond "
+                f"{1 / MACHINE_MARGIN:.2f}-{MACHINE_MARGIN:.2f}x)"
             )
             return {"applied": False, "reason": reason, **figures}
     return {"applied": True, "speed_ratios": [ratio] * len(currents), **figures}
