@@ -9,6 +9,18 @@ Run: .venv/bin/python benchmarks/bench_arrivals.py [--rate 50] [--seconds 20] [-
    gamma 0.5 (B) alternating ABBA. The baseline is each run's own schedule: what was actually
    sent is compared with what was due, as ratios (actual/scheduled rate and CV), with the
    schedule lag p50/p99 the client reported.
+3. The driver: `harness scale --rate 50` (Poisson, A) and `--arrival gamma --burstiness 0.5`
+   (B), ABBA, 3,000 requests each against its embedded server at max speed: the achieved rate
+   within 3% of 50 and the inter-arrival CV 1 +- 0.1 (B: sqrt(2) +- 10%), of what was actually
+   sent; the ratios to the run's own schedule; the schedule lag p99.
+4. Streaming fidelity: `harness scale --stream` at concurrency 1 against `harness serve --speed 1`
+   (12 ms inter-token latency, +-15% uniform jitter; 30 ms prefill overhead, 0.1 ms a prompt
+   token): time to second token against its configured truth (prefill of the request's prompt
+   tokens + one 12 ms step), and the p99 of every single gap against the truth's p99 (12 ms x
+   (1 + 0.15 x 0.98) = 13.76 ms), both within 5%.
+5. AIPerf (`--aiperf PATH` to its executable, installed in a throwaway venv: `aiperf profile
+   --streaming --use-server-token-count`) against the same server with the prompt cost set to
+   zero, so prompts of any length take the same 30 ms: its TTFT and ITL beside the driver's.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import orjson
 
 from harness.arrivals import rate_offsets
 from harness.net import free_port
@@ -138,14 +151,164 @@ def locust_fidelity(rate: float, seconds: int, rounds: int) -> None:
         )
 
 
+def scale(out: Path, *args: str) -> list[dict]:
+    command = [sys.executable, "-m", "harness", "scale", "--no-report", "--run-dir", str(out)]
+    command += ["--runs-root", str(out.parent / "runs"), *args]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"harness scale failed ({done.returncode}): {done.stderr[-2000:]}")
+    return list(read_jsonl(out / "requests.jsonl"))
+
+
+def driver_open_loop(rate: float, n: int, rounds: int) -> None:
+    print(f"driver: harness scale --rate {rate:g}, {n:,} requests, embedded server at max speed")
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(rounds):
+            order = list(ARRIVALS) if k % 2 == 0 else list(reversed(ARRIVALS))  # ABBA
+            for label in order:
+                arrival, burstiness = ARRIVALS[label]
+                out = Path(tmp) / f"{label.replace(' ', '-')}-{k}"
+                args = ["--n", str(n), "--rate", str(rate), "--arrival", arrival]
+                if arrival == "gamma":
+                    args += ["--burstiness", str(burstiness)]
+                lines = [x for x in scale(out, *args, "--concurrency", "256") if x["attempt"] == 1]
+                sent_rate, sent_cv = rate_and_cv([x["t"] for x in lines])
+                due_rate, due_cv = rate_and_cv([x["scheduled_t"] for x in lines])
+                lags = sorted(x["schedule_lag_s"] for x in lines)
+                p99 = lags[min(len(lags) - 1, math.ceil(0.99 * len(lags)) - 1)]
+                expected_cv = 1 / math.sqrt(burstiness)
+                ok = abs(sent_rate / rate - 1) <= 0.03 and abs(sent_cv / expected_cv - 1) <= 0.1
+                print(
+                    f"  round {k + 1} {label:9s}: sent {sent_rate:.2f} req/s "
+                    f"({sent_rate / rate:.4f}x of {rate:g}), CV {sent_cv:.3f} "
+                    f"({sent_cv / expected_cv:.3f}x of {expected_cv:.3f}); sent/scheduled rate "
+                    f"{sent_rate / due_rate:.4f}x, CV {sent_cv / due_cv:.4f}x; lag p99 "
+                    f"{p99 * 1000:.2f} ms: {'PASS' if ok else 'FAIL'}"
+                )
+
+
+@contextmanager
+def reference_server(*settings: str, speed: str = "1") -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as data:
+        command = [sys.executable, "-m", "harness", "serve", "--port", str(port), "--data-dir"]
+        command += [data, "--speed", speed, *(f"--set={item}" for item in settings)]
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("harness serve did not start")
+                time.sleep(0.05)
+            yield url
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+ITL_S, JITTER, PREFILL_S, PER_TOKEN_S = 0.012, 0.15, 0.03, 0.0001
+
+
+def stream_fidelity(n: int) -> None:
+    truth_gap_p99 = ITL_S * (1 + JITTER * 0.98)  # uniform jitter: its 99th percentile
+    print(f"streaming: {n} requests at concurrency 1, harness serve --speed 1 (truth below)")
+    with reference_server() as url, tempfile.TemporaryDirectory() as tmp:
+        lines = scale(
+            Path(tmp) / "s", "--n", str(n), "--concurrency", "1", "--stream", "--target", url
+        )
+    lines = [x for x in lines if x["ok"]]
+    ratios = sorted(
+        x["ttst_s"] / (PREFILL_S + x["prompt_tokens"] * PER_TOKEN_S + ITL_S) for x in lines
+    )
+    gaps = sorted(g / 1000 for x in lines for g in x["itl_gaps_ms"])
+    p99 = gaps[min(len(gaps) - 1, math.ceil(0.99 * len(gaps)) - 1)]
+    ttst = statistics.median(ratios)
+    verdict = "PASS" if abs(p99 / truth_gap_p99 - 1) <= 0.05 else "FAIL"
+    print(
+        f"  time to second token: median {ttst:.4f}x its truth (prefill of the prompt + one "
+        f"12 ms step): {'PASS' if abs(ttst - 1) <= 0.05 else 'FAIL'}"
+    )
+    print(
+        f"  every gap ({len(gaps):,}): p50 {statistics.median(gaps) * 1000:.2f} ms (truth 12.00), "
+        f"p99 {p99 * 1000:.2f} ms = {p99 / truth_gap_p99:.4f}x the truth's "
+        f"{truth_gap_p99 * 1000:.2f} ms: {verdict}"
+    )
+
+
+def aiperf_comparison(aiperf: str, n: int) -> None:
+    print(
+        f"AIPerf: {aiperf} profile against the same server, prompt cost 0 (TTFT 30 ms), "
+        f"{n} requests"
+    )
+    with reference_server("prefill_per_token_s=0") as url, tempfile.TemporaryDirectory() as tmp:
+        ours = scale(
+            Path(tmp) / "ours", "--n", str(n), "--concurrency", "1", "--stream", "--target", url
+        )
+        artifacts = Path(tmp) / "aiperf"
+        command = [aiperf, "profile", "--model", "llama3.1:8b", "--url", url, "--endpoint-type"]
+        command += ["chat", "--streaming", "--use-server-token-count", "--tokenizer", "builtin"]
+        command += ["--concurrency", "1", "--request-count", str(n), "--output-tokens-mean"]
+        command += ["120", "--synthetic-input-tokens-mean", "200", "--artifact-dir", str(artifacts)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        exports = sorted(artifacts.rglob("*aiperf*.json"))
+        if done.returncode != 0 or not exports:
+            print(
+                f"  AIPerf did not complete ({done.returncode}): "
+                f"{(done.stderr or done.stdout)[-600:]}"
+            )
+            return
+        theirs = orjson.loads(exports[0].read_bytes())
+    ok = [x for x in ours if x["ok"]]
+
+    def percentile(values: list[float], q: float) -> float:
+        values = sorted(values)
+        return values[min(len(values) - 1, math.ceil(q / 100 * len(values)) - 1)]
+
+    for name, key, field in (
+        ("TTFT", "time_to_first_token", "ttft_s"),
+        ("ITL", "inter_token_latency", "itl_mean_s"),
+    ):
+        stats = theirs.get(key) or {}
+        unit = 1000 if stats.get("unit", "ms") == "ms" else 1
+        for q in ("p50", "p99"):
+            mine = percentile([x[field] for x in ok], float(q[1:])) * 1000
+            their = stats.get(q)
+            if their is None:
+                print(f"  {name} {q}: ours {mine:.2f} ms, AIPerf: not reported")
+                continue
+            their_ms = their * 1000 / unit
+            print(
+                f"  {name} {q}: ours {mine:.2f} ms, AIPerf {their_ms:.2f} ms "
+                f"({mine / their_ms:.3f}x)"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--driver-n", type=int, default=3000)
+    parser.add_argument("--stream-n", type=int, default=40)
+    parser.add_argument("--aiperf", metavar="PATH", help="AIPerf's executable (optional)")
+    parser.add_argument("--only", choices=("schedules", "locust", "driver", "stream", "aiperf"))
     args = parser.parse_args()
-    schedules(args.rate)
-    locust_fidelity(args.rate, args.seconds, args.rounds)
+    steps = {
+        "schedules": lambda: schedules(args.rate),
+        "locust": lambda: locust_fidelity(args.rate, args.seconds, args.rounds),
+        "driver": lambda: driver_open_loop(args.rate, args.driver_n, args.rounds),
+        "stream": lambda: stream_fidelity(args.stream_n),
+        "aiperf": lambda: aiperf_comparison(args.aiperf, args.stream_n) if args.aiperf else None,
+    }
+    for name, step in steps.items():
+        if args.only in (None, name):
+            step()
 
 
 if __name__ == "__main__":

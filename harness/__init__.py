@@ -2,6 +2,9 @@
 
 from harness.errors import UserError
 from harness.rundir import RunDir, read_jsonl
+from harness.slowdown import start_from_env
+
+start_from_env()  # a test-only knob, inert unless HARNESS_TEST_SLOWDOWN is set
 
 __version__ = "0.1.0"
 

@@ -26,6 +26,7 @@ _COMMAND_MODULES = {
     "scale": "harness.commands.scale",
     "report": "harness.commands.report",
     "compare": "harness.commands.compare",
+    "sweep": "harness.commands.sweep",
 }
 
 

@@ -7,6 +7,7 @@ readers tolerate a torn last line left by a producer that was killed mid-write.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import platform
 import shutil
@@ -64,6 +65,8 @@ class EventKind:
     BATCH_RESUBMIT: Final = "batch_resubmit"
     BATCH_LOST: Final = "batch_lost"
     BATCH_FINISHED: Final = "batch_finished"
+    LOAD_GENERATOR: Final = "load_generator"  # a driver process's verdict on its own health
+    DRIVER_PROCESS_DIED: Final = "driver_process_died"
     # Locust scenarios
     BATCH_COMPLETED: Final = "batch_completed"
     BEHIND_SCHEDULE: Final = "behind_schedule"
@@ -184,23 +187,29 @@ def repair_jsonl(path: str | os.PathLike[str]) -> int:
     except FileNotFoundError:
         return 0
     with handle:
-        size = handle.seek(0, os.SEEK_END)
-        end = size
-        while end > 0:
-            start = max(0, end - 65536)
-            handle.seek(start)
-            block = handle.read(end - start)
-            if end == size and block.endswith(b"\n"):
-                return 0
-            newline = block.rfind(b"\n")
-            if newline >= 0:
-                keep = start + newline + 1
-                break
-            end = start
-        else:
-            keep = 0
-        handle.truncate(keep)
+        fd = handle.fileno()
+        size = os.fstat(fd).st_size
+        keep = _whole_lines_end(fd, size)
+        if keep != size:
+            os.ftruncate(fd, keep)
         return size - keep
+
+
+def _whole_lines_end(fd: int, size: int) -> int:
+    """Where the last whole line of a file ends: `size` unless a writer died mid-line."""
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        block = os.pread(fd, end - start, start)
+        if end == size and block.endswith(b"\n"):
+            return size
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
 
 
 class WriteFailed(UserError):
@@ -208,31 +217,46 @@ class WriteFailed(UserError):
 
 
 class JsonlWriter:
-    """Thread-safe appender: each record is one full line or an error, never a partial line.
+    """Thread- and process-safe appender: each record is one full line or an error, never a
+    partial line (a batch of lines: all of them or an error).
 
     A short write (ENOSPC on a nearly full disk, RLIMIT_FSIZE) is finished or undone: the file is
-    cut back to where the line started, so no later append lands inside a half-written one.
+    cut back to where the line started, so no later append lands inside a half-written one. The
+    processes of one run (driver shards) append to the same file under an exclusive lock; a tail
+    a killed writer left torn is cut before the next append, so it never corrupts a whole line.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - owned by the writer
+        self._file = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - owned by the writer
         self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> None:
-        line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+        self.write_lines(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+
+    def write_lines(self, lines: bytes) -> None:
+        """Append encoded lines (each ending in a newline) with one write: all of them or none."""
         with self._lock:
             fd = self._file.fileno()
-            start = os.fstat(fd).st_size
-            view = memoryview(line)
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                while view:
-                    view = view[os.write(fd, view) :]
-            except OSError as exc:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, start)
-                raise WriteFailed(f"cannot append to {self.path}: {exc.strerror or exc}") from None
+                size = os.fstat(fd).st_size
+                start = _whole_lines_end(fd, size)
+                view = memoryview(lines)
+                try:
+                    if start != size:
+                        os.ftruncate(fd, start)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                except OSError as exc:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, start)
+                    raise WriteFailed(
+                        f"cannot append to {self.path}: {exc.strerror or exc}"
+                    ) from None
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         with self._lock:

@@ -1,22 +1,26 @@
-"""Scale-regression check: one run's summary.json against a committed baseline.
+"""Scale-regression check: a run (or a repeat group of runs) against a committed baseline.
 
 Each metric has a direction (throughput up is good; latency, memory, errors down), a threshold
 (allowed worsening: a share of the baseline, an absolute floor, the larger of both) and a verdict.
-Timing metrics are first scaled by the calibration ratio of the two machines, so a slower machine
-is not a regression: latency x (this speed / baseline speed), throughput / that ratio.
+Timing metrics are first scaled by the speed ratio of the two machines' loopback references
+(harness.calibration), so a slower machine is not a regression. With repeats on either side,
+timing metrics are judged on the 95% interval of the change: a regression only when the whole
+interval is worse than the threshold, an improvement only when it is wholly better.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.errors import UserError
 from harness.rundir import utc_iso
 from reports.formatting import format_metric
+from reports.repeat import aggregate, normalized, reference_rate
+from reports.stats import Estimate, difference_ci95, estimate
 from reports.summary import SCHEMA as SUMMARY_SCHEMA
 
 BASELINE_SCHEMA = "harness-baseline/1"
@@ -24,6 +28,10 @@ HIGHER = "higher"
 LOWER = "lower"
 MIB = 1024 * 1024
 DEFAULT_MAX_ERROR_RATE = 0.05  # a run with more failed attempts fails whatever its baseline says
+# Timing is put on the baseline machine's speed only when the references show, beyond their
+# noise, a machine at least this much faster (or 1/this slower): a busy moment of the same
+# machine moves the reference by less, and dividing by it would only add its noise.
+MACHINE_MARGIN = 1.25
 
 OK, IMPROVED, NEW, UNMEASURED = "ok", "improved", "new", "unmeasured"
 WORSE = "worse"  # an informational metric past its threshold: shown, never failing
@@ -121,6 +129,21 @@ RULES: tuple[Rule, ...] = (
         optional=True,
         informational=True,
     ),
+    # SLOs: compared only when both sides judged the same objectives (see _slo_specs)
+    Rule("slo.goodput_rps", HIGHER, True, Threshold(0.15)),
+    Rule("slo.goodput_output_tokens_per_s", HIGHER, True, Threshold(0.15), default=False),
+    Rule("slo.attainment", HIGHER, False, Threshold(0.0, 0.02)),
+    Rule("slo.*", HIGHER, False, _NONE_ALLOWED, default=False, informational=True),
+    # open loop: how late the client sent; informational (the run is flagged in its summary)
+    Rule(
+        "schedule.lag_p99_s", LOWER, True, Threshold(1.0, 0.01), optional=True, informational=True
+    ),
+    Rule(
+        "schedule.*", LOWER, False, _NONE_ALLOWED, default=False, optional=True, informational=True
+    ),
+    # CPU seconds the driver and the target spent per request: what the code costs
+    Rule("cost.cpu_s_per_request", LOWER, True, Threshold(0.10), optional=True),
+    Rule("cost.*", LOWER, True, Threshold(0.10), default=False, optional=True),
     Rule("events.unexpected_exits", LOWER, False, _NONE_ALLOWED),
     Rule("events.*", LOWER, False, _NONE_ALLOWED, default=False),
 )
@@ -191,7 +214,11 @@ def resolve_threshold(name: str, rule: Rule, specs: Mapping[str, str]) -> Thresh
 
 @dataclass
 class Row:
-    """One metric's comparison; `normalized` is the current value in the baseline machine's time."""
+    """One metric's comparison; `normalized` is the current value in the baseline machine's time.
+
+    With repeats, `current` and `normalized` are means over the runs, `ci95` the 95% interval of
+    the relative change, and `n` / `baseline_n` how many runs each side holds.
+    """
 
     metric: str
     direction: str
@@ -202,6 +229,9 @@ class Row:
     threshold: Threshold
     verdict: str
     limit: float | None = None
+    ci95: tuple[float, float] | None = None
+    n: int = 1
+    baseline_n: int = 1
 
 
 @dataclass
@@ -211,6 +241,8 @@ class Comparison:
     baseline_source: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     ignored: list[str] = field(default_factory=list)
+    runs: int = 1
+    slo: dict[str, Any] | None = None  # this run's SLO verdict (all runs of a repeat group)
 
     @property
     def failures(self) -> list[Row]:
@@ -220,13 +252,20 @@ class Comparison:
     def passed(self) -> bool:
         return not self.failures
 
+    @property
+    def slo_met(self) -> bool | None:
+        """Whether every SLO was met in every run; None when no SLOs were given."""
+        return None if self.slo is None else self.slo["verdict"] == "pass"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": "pass" if self.passed else "regression",
             "run_id": self.run_id,
+            "runs": self.runs,
             "baseline": self.baseline_source,
             "calibration": self.calibration,
             "regressions": [row.metric for row in self.failures],
+            "slo": self.slo,
             "metrics": [asdict(row) for row in self.rows],
             "ignored": self.ignored,
         }
@@ -240,12 +279,17 @@ class Comparison:
         else:
             head = f"### Scale regression check: ✅ passed ({len(self.rows)} metrics)"
         source = self.baseline_source.get("run_id")
+        runs = f" ({self.runs} repeats, means with 95% intervals)" if self.runs > 1 else ""
         lines = [
             head,
             "",
-            f"Run `{self.run_id}` vs `{baseline_label}`"
+            f"Run `{self.run_id}`{runs} vs `{baseline_label}`"
             + (f" (run `{source}`)." if source else "."),
             _calibration_line(self.calibration),
+        ]
+        if self.slo is not None:
+            lines.append(_slo_line(self.slo))
+        lines += [
             "",
             "| metric | baseline | current | change | allowed worsening | result |",
             "| --- | --- | --- | ---: | --- | --- |",
@@ -255,11 +299,19 @@ class Comparison:
         return "\n".join(lines) + "\n"
 
 
+def _slo_line(slo: dict[str, Any]) -> str:
+    mark = {"pass": "✅ met", "fail": "❌ missed", "unmeasured": "⚠️ not measured"}[slo["verdict"]]
+    missed = f" ({', '.join(slo['missed'])})" if slo.get("missed") else ""
+    return f"SLOs `{slo['spec']}`: {mark}{missed}."
+
+
 def _calibration_line(calibration: dict[str, Any]) -> str:
     if calibration.get("applied"):
+        interval = calibration.get("speed_ratio_ci95")
+        noise = f" (95% {interval[0]:.2f}-{interval[1]:.2f}×)" if interval else ""
         return (
-            f"Timing metrics normalised by calibration: this machine ran the calibration workload "
-            f"at {calibration['speed_ratio']:.2f}× the baseline machine's speed."
+            f"Timing metrics normalised by the loopback reference: this machine ran it at "
+            f"{calibration['speed_ratio']:.2f}×{noise} the baseline machine's speed."
         )
     return f"Timing metrics compared unnormalised: {calibration.get('reason')}."
 
@@ -270,6 +322,8 @@ def _markdown_row(row: Row, calibrated: bool) -> str:
         current += f" (norm. {format_metric(row.metric, row.normalized)})"
     if row.change is not None:
         change = f"{row.change:+.1%}"
+        if row.ci95 is not None:
+            change += f" (95% {row.ci95[0]:+.1%} to {row.ci95[1]:+.1%})"
     elif row.baseline is not None and row.normalized is not None:
         change = f"{row.normalized - row.baseline:+g}"
     else:
@@ -292,54 +346,103 @@ def _markdown_row(row: Row, calibrated: bool) -> str:
     )
 
 
-def _calibration(current: dict | None, baseline: dict | None, enabled: bool) -> dict[str, Any]:
+def _calibration(
+    currents: list[dict | None], baseline: Mapping[str, Any], enabled: bool
+) -> dict[str, Any]:
+    """This machine's speed over the baseline machine's, from their loopback references; applied
+    only when the two differ by more than the references' own noise (95% interval)."""
+    calibration = baseline.get("calibration")
     if not enabled:
         return {"applied": False, "reason": "calibration disabled (--no-calibration)"}
-    if not baseline or not baseline.get("cpu_ops_per_s"):
-        return {"applied": False, "reason": "the baseline has no calibration"}
-    if not current or not current.get("cpu_ops_per_s"):
-        return {"applied": False, "reason": "this run's manifest has no calibration"}
-    if current.get("workload") != baseline.get("workload"):
-        return {"applied": False, "reason": "the two calibrations ran different workloads"}
-    return {
-        "applied": True,
-        "speed_ratio": current["cpu_ops_per_s"] / baseline["cpu_ops_per_s"],
-        "current_cpu_ops_per_s": current["cpu_ops_per_s"],
-        "baseline_cpu_ops_per_s": baseline["cpu_ops_per_s"],
+    if not calibration or reference_rate(calibration) is None:
+        return {"applied": False, "reason": "the baseline has no loopback reference"}
+    rates = [reference_rate(current) for current in currents]
+    if any(rate is None for rate in rates):
+        return {"applied": False, "reason": "this run's manifest has no loopback reference"}
+    if any((c or {}).get("workload") != calibration.get("workload") for c in currents):
+        return {"applied": False, "reason": "the two references ran different workloads"}
+    base = reference_rate(calibration)
+    assert base is not None
+    ratio = sum(rates) / len(rates) / base  # type: ignore[arg-type]
+    figures: dict[str, Any] = {
+        "speed_ratio": ratio,
+        "current_requests_per_cpu_s": rates,
+        "baseline_requests_per_cpu_s": base,
     }
+    ours = rates if len(rates) > 1 else _rounds(currents[0])
+    theirs = baseline.get("reference_samples") or _rounds(calibration)
+    interval = None
+    if ours and theirs:
+        interval = difference_ci95(estimate(ours), estimate(theirs))
+    if interval is not None:
+        low, high = (1 + interval[0] / base, 1 + interval[1] / base)
+        figures["speed_ratio_ci95"] = [low, high]
+        if low <= MACHINE_MARGIN and high >= 1 / MACHINE_MARGIN:
+            reason = (
+                f"the loopback references do not show another machine (this one at {ratio:.2f}x "
+                f"the baseline's, 95% {low:.2f}-{high:.2f}x, not wholly beyond "
+                f"{1 / MACHINE_MARGIN:.2f}-{MACHINE_MARGIN:.2f}x)"
+            )
+            return {"applied": False, "reason": reason, **figures}
+    return {"applied": True, "speed_ratios": [ratio] * len(currents), **figures}
 
 
-def _judge(rule: Rule, baseline: float, normalized: float, threshold: Threshold) -> str:
-    worse = normalized - baseline if rule.direction == LOWER else baseline - normalized
+def _rounds(calibration: Mapping[str, Any] | None) -> list[float]:
+    """A single reference's rounds: its noise, when there are no repeats to show it."""
+    rounds = (calibration or {}).get("rounds_requests_per_cpu_s") or []
+    return [float(r) for r in rounds if isinstance(r, (int, float)) and r > 0]
+
+
+def _judge(
+    rule: Rule,
+    baseline: float,
+    normalized: float,
+    threshold: Threshold,
+    interval: tuple[float, float] | None = None,
+) -> str:
+    """Regressed when worse than allowed: the whole 95% interval of the change, when there is
+    one (`interval`: current - baseline), else the point difference."""
     allowed = threshold.allowed(baseline)
     tolerance = 1e-9 * max(abs(baseline), abs(normalized)) + 1e-12
-    if worse > allowed + tolerance:
+    if interval is None:
+        interval = (normalized - baseline, normalized - baseline)
+    low, high = interval
+    least_worse, most_worse = (low, high) if rule.direction == LOWER else (-high, -low)
+    if least_worse > allowed + tolerance:
         return REGRESSED
-    if worse < -allowed - tolerance:
+    if most_worse < -allowed - tolerance:
         return IMPROVED
     return OK
 
 
 def compare(
-    summary: Mapping[str, Any],
+    summary: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     baseline: Mapping[str, Any],
     *,
     thresholds: Mapping[str, str] | None = None,
     max_error_rate: float | None = None,
     calibrate: bool = True,
 ) -> Comparison:
-    """Compare a run's summary with a baseline document (see `make_baseline`).
+    """Compare a run's summary (or the summaries of a repeat group) with a baseline document
+    (see `make_baseline`).
 
     `thresholds` ({pattern: "10%"}) override the baseline's own, which override the defaults.
     """
+    summaries = [summary] if isinstance(summary, Mapping) else list(summary)
+    if not summaries:
+        raise ValueError("compare needs at least one summary")
     specs = {**(baseline.get("thresholds") or {}), **(thresholds or {})}
     base = {k: float(v) for k, v in (baseline.get("metrics") or {}).items() if v is not None}
-    current = flatten(summary)
-    calibration = _calibration(summary.get("calibration"), baseline.get("calibration"), calibrate)
-    speed = calibration.get("speed_ratio", 1.0)
+    samples = baseline.get("samples") or {}
+    flats = [flatten(s) for s in summaries]
+    calibration = _calibration([s.get("calibration") for s in summaries], baseline, calibrate)
+    speeds = calibration.get("speed_ratios") or [1.0] * len(summaries)
 
-    names = set(base) | {n for n in current if _wanted(n, specs)}
+    slo_block, slo_ignored = _slo_specs(summaries, baseline)
+    names = set(base) | {n for flat in flats for n in flat if _wanted(n, specs)}
     ignored = sorted(name for name in names if rule_for(name) is None)
+    if slo_ignored:
+        ignored += sorted(n for n in names if n.startswith("slo.") and n not in ignored)
     rows = []
     for name in sorted(names - set(ignored), key=_display_order):
         rule = rule_for(name)
@@ -348,43 +451,96 @@ def compare(
         limit = rule.limit
         if name == "errors.rate" and max_error_rate is not None:
             limit = max_error_rate
-        value, reference = current.get(name), base.get(name)
-        normalized = value
-        if value is not None and rule.timing:
-            normalized = value * speed if rule.direction == LOWER else value / speed
+        values = [flat.get(name) for flat in flats]
+        measured = [v for v in values if v is not None]
+        reference = base.get(name)
+        if len(measured) < len(values):
+            value = normalized_value = None
+        elif rule.timing:
+            normal = [
+                normalized(v, rule.direction == HIGHER, speed)
+                for v, speed in zip(measured, speeds, strict=True)
+            ]
+            value, normalized_value = _mean(measured), _mean(normal)
+        else:  # a count or a peak: the worst run speaks for the group
+            worst = max(measured) if rule.direction == LOWER else min(measured)
+            value = normalized_value = worst
+        interval = None
+        current_n, baseline_n = len(measured), len(samples.get(name) or [reference])
+        if rule.timing and value is not None and reference is not None:
+            interval = _interval(normal, samples.get(name), reference)
         if reference is None:
             verdict = NEW
-        elif value is None or normalized is None:
+        elif value is None or normalized_value is None:
             verdict = UNMEASURED if rule.optional else MISSING
         elif limit is not None and value > limit:
             verdict = OVER_LIMIT
         else:
-            verdict = _judge(rule, reference, normalized, threshold)
+            verdict = _judge(rule, reference, normalized_value, threshold, interval)
             if verdict == REGRESSED and rule.informational:
                 verdict = WORSE
-        change = None
-        if reference and normalized is not None:
-            change = (normalized - reference) / abs(reference)
+        change = ci95 = None
+        if reference and normalized_value is not None:
+            change = (normalized_value - reference) / abs(reference)
+            if interval is not None:
+                ci95 = (interval[0] / abs(reference), interval[1] / abs(reference))
         rows.append(
             Row(
                 name,
                 rule.direction,
                 reference,
                 value,
-                normalized,
+                normalized_value,
                 change,
                 threshold,
                 verdict,
                 limit,
+                ci95,
+                current_n,
+                baseline_n,
             )
         )
     return Comparison(
         rows=rows,
         calibration=calibration,
         baseline_source=dict(baseline.get("source") or {}),
-        run_id=(summary.get("run") or {}).get("run_id"),
+        run_id=(summaries[0].get("run") or {}).get("run_id"),
         ignored=ignored,
+        runs=len(summaries),
+        slo=slo_block,
     )
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _interval(
+    current: list[float], baseline_samples: list[float] | None, reference: float
+) -> tuple[float, float] | None:
+    """95% interval of mean(current) - baseline, when either side was repeated."""
+    base: Estimate = (
+        estimate(baseline_samples) if baseline_samples else Estimate(reference, None, 1)
+    )
+    return difference_ci95(estimate(current), base)
+
+
+def _slo_specs(
+    summaries: list[Mapping[str, Any]], baseline: Mapping[str, Any]
+) -> tuple[dict[str, Any] | None, bool]:
+    """The group's SLO verdict (failed if any run failed), and whether the SLO figures must be
+    left out because the baseline judged other objectives (goodput under other SLOs differs)."""
+    blocks = [s.get("slo") for s in summaries]
+    if all(block is None for block in blocks):
+        return None, bool(baseline.get("slo"))
+    present = [block for block in blocks if block is not None]
+    verdicts = {block["verdict"] for block in present}
+    verdict = "fail" if "fail" in verdicts else "unmeasured" if "unmeasured" in verdicts else "pass"
+    if len(present) < len(blocks):
+        verdict = "unmeasured"
+    missed = sorted({name for block in present for name in block.get("missed") or []})
+    block = {"spec": present[0]["spec"], "verdict": verdict, "missed": missed, "runs": len(present)}
+    return block, baseline.get("slo") != present[0]["spec"]
 
 
 def _display_order(name: str) -> tuple[int, str]:
@@ -401,20 +557,48 @@ def _wanted(name: str, specs: Mapping[str, str]) -> bool:
 
 
 def make_baseline(
-    summary: Mapping[str, Any], thresholds: Mapping[str, str] | None = None
+    summary: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    thresholds: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A baseline document from a run's summary: its compared metrics, calibration, thresholds."""
+    """A baseline document from a run's summary (or a repeat group's): its compared metrics,
+    reference, SLOs and thresholds; a group also keeps each timing metric's runs as `samples`
+    (on the group's mean reference speed), from which compare draws the baseline's spread."""
+    summaries = [summary] if isinstance(summary, Mapping) else list(summary)
     thresholds = dict(thresholds or {})
-    run = summary.get("run") or {}
-    metrics = {name: value for name, value in flatten(summary).items() if _wanted(name, thresholds)}
-    return {
+    first = summaries[0]
+    run = first.get("run") or {}
+    document: dict[str, Any] = {
         "schema": BASELINE_SCHEMA,
         "created_at": utc_iso(),
         "source": {"run_id": run.get("run_id"), "git_commit": run.get("git_commit")},
-        "calibration": summary.get("calibration"),
-        "metrics": dict(sorted(metrics.items())),
-        "thresholds": thresholds,
+        "calibration": first.get("calibration"),
     }
+    if len(summaries) == 1:
+        flat = flatten(first)
+        metrics = {name: value for name, value in flat.items() if _wanted(name, thresholds)}
+    else:
+        group = aggregate(summaries)
+        figures = {n: f for n, f in group["metrics"].items() if _wanted(n, thresholds)}
+        metrics = {name: f["mean"] for name, f in figures.items()}
+        document["samples"] = {
+            name: f["values"]
+            for name, f in sorted(figures.items())
+            if rule_for(name).timing and f["n"] > 1  # type: ignore[union-attr]
+        }
+        document["source"]["runs"] = len(summaries)
+        if group["reference_samples"]:
+            rate = group["reference_requests_per_cpu_s"]
+            document["calibration"] = {
+                **(first.get("calibration") or {}),
+                "requests_per_cpu_s": rate,
+            }
+            document["reference_samples"] = group["reference_samples"]
+    spec = (first.get("slo") or {}).get("spec")
+    if spec:
+        document["slo"] = spec
+    document["metrics"] = dict(sorted(metrics.items()))
+    document["thresholds"] = thresholds
+    return document
 
 
 def as_baseline(document: Mapping[str, Any], origin: str) -> dict[str, Any]:

@@ -27,6 +27,8 @@ def format_metric(name: str, value: float | None) -> str:
         return f"{value:+.3f} MB/1K req"
     if leaf.endswith("mb_per_hour"):
         return f"{value:+.2f} MB/h"
+    if leaf.endswith("_s_per_request"):
+        return f"{value * 1e6:,.0f} µs/request"
     if leaf.endswith("per_s"):
         return f"{value:,.2f}/s"
     is_share = leaf.endswith(("_share", "_hit_rate")) or leaf.startswith("kv_cache_usage")

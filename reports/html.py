@@ -21,6 +21,7 @@ table{border-collapse:collapse;margin:.5rem 0}
 td,th{padding:.25rem .7rem;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 th{background:#f6f6f6}
 .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5rem 1rem;margin:1rem 0}
+.alert{background:#fde8e8;border:2px solid #c81e1e;color:#7a0d0d;padding:.75rem 1rem;margin:1rem 0}
 .leak{color:#b00020;font-weight:600}.muted{color:#666}
 figure{margin:1.5rem 0}img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}
@@ -79,9 +80,17 @@ def _overview(summary: Mapping[str, Any]) -> str:
         ("ended", run.get("end_time") or _when(window.get("end_t"))),
         ("duration", format_seconds(duration) if duration is not None else "—"),
         ("git commit", run.get("git_commit") or "—"),
-        ("calibration", f"{calibration['cpu_ops_per_s']:,.0f} ops/s" if calibration else "none"),
+        ("loopback reference", _reference(calibration)),
     ]
     return _pairs(rows)
+
+
+def _reference(calibration: Mapping[str, Any]) -> str:
+    """The run's machine speed (harness.calibration), as compare uses it."""
+    rate = calibration.get("requests_per_cpu_s")
+    if not rate:
+        return "none"
+    return f"{rate:,.0f} requests per CPU second ({calibration.get('workload', '?')})"
 
 
 def _traffic(summary: Mapping[str, Any]) -> str:
@@ -103,11 +112,18 @@ def _traffic(summary: Mapping[str, Any]) -> str:
     ]
     html = _pairs(rows)
     latency_rows = []
+    streamed = (
+        ("ttst_s", "time to second token"),
+        ("itl_gap_s", "every inter-token gap"),
+        ("itl_max_s", "longest gap per request"),
+        ("scheduled_s", "from the scheduled send time"),
+    )
     for name, label in (
         ("e2e_s", "end-to-end"),
         ("ttft_s", "TTFT"),
         ("itl_s", "ITL"),
         ("tpot_s", "TPOT"),
+        *((n, label) for n, label in streamed if summary["latency"].get(n)),
     ):
         figures = summary["latency"].get(name)
         if not figures:
@@ -265,12 +281,23 @@ def _other(summary: Mapping[str, Any]) -> str:
     else:
         rows.append(("results", "not verified by the producer"))
     load = summary.get("load_generator")
-    if load:
+    if load and load.get("cpu_percent_mean") is not None:
         rows.append(
             (
                 "load generator CPU",
                 f"mean {load['cpu_percent_mean']:.0f}%, p95 {load['cpu_percent_p95']:.0f}%, "
                 f"max {load['cpu_percent_max']:.0f}% of a core",
+            )
+        )
+    if load and load.get("processes"):
+        lag = load.get("loop_lag_p99_s")
+        rows.append(
+            (
+                "load generator",
+                f"{'SATURATED' if load['saturated'] else 'kept up'}: "
+                f"{load['processes']} process(es), event-loop busy "
+                f"{(load.get('loop_busy_mean') or 0):.0%}, wake-up lag p99 "
+                f"{'n/a' if lag is None else f'{lag * 1000:.1f} ms'}",
             )
         )
     events = summary["events"]
@@ -287,6 +314,53 @@ def _other(summary: Mapping[str, Any]) -> str:
     return _pairs(rows)
 
 
+def _slo(slo: Mapping[str, Any]) -> str:
+    """SLO verdict, goodput and each objective's attainment (reports.slo)."""
+    verdict = {"pass": "met", "fail": "MISSED", "unmeasured": "not measured"}[slo["verdict"]]
+    rows = [("objectives", slo["spec"]), ("verdict", verdict)]
+    if slo.get("requests"):
+        rows += [
+            (
+                "requests attaining every objective",
+                f"{slo['attained_all']:,} of {slo['requests']:,} ({slo['attainment']:.1%})",
+            ),
+            ("goodput", format_metric("slo.goodput_rps", slo.get("goodput_rps"))),
+            (
+                "goodput output tokens/s",
+                format_metric(
+                    "slo.goodput_output_tokens_per_s", slo.get("goodput_output_tokens_per_s")
+                ),
+            ),
+        ]
+    html = _pairs(rows)
+    objective_rows = []
+    for row in slo["objectives"]:
+        if row["verdict"] == "unmeasured":
+            objective_rows.append(
+                (
+                    row["name"],
+                    format_seconds(row["bound_s"]),
+                    "—",
+                    "—",
+                    "not measured: " + row["reason"],
+                )
+            )
+            continue
+        objective_rows.append(
+            (
+                row["name"],
+                format_seconds(row["bound_s"]),
+                format_seconds(row["measured_s"]),
+                f"{row['attainment']:.2%} (goal {row['percentile']:g}%)",
+                "met" if row["verdict"] == "pass" else "MISSED",
+            )
+        )
+    html += _table(("objective", "bound", "measured", "attained", "verdict"), objective_rows)
+    if slo["verdict"] == "fail":
+        html = html.replace("<td>MISSED</td>", '<td class="leak">MISSED</td>')
+    return html
+
+
 def render_html(summary: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
     """The whole page; `images` maps figure names to PNG bytes, embedded in that order."""
     run_id = summary["run"]["run_id"]
@@ -297,10 +371,17 @@ def render_html(summary: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         f"<p class='muted'>generated {escape(summary['generated_at'])}</p>",
         _overview(summary),
     ]
+    load = summary.get("load_generator") or {}
+    if load.get("saturated"):  # above everything: it changes how every figure below reads
+        parts.insert(
+            3, f"<div class='alert' role='alert'><strong>{escape(load['warning'])}</strong></div>"
+        )
     if summary.get("warnings"):
         items = "".join(f"<li>{escape(w)}</li>" for w in summary["warnings"])
         parts.append(f"<div class='warn'><strong>Warnings</strong><ul>{items}</ul></div>")
     parts += ["<h2>Traffic</h2>", _traffic(summary)]
+    if summary.get("slo"):
+        parts += ["<h2>SLOs and goodput</h2>", _slo(summary["slo"])]
     parts += ["<h2>Memory</h2>", _memory(summary)]
     parts += ["<h2>Engine (the server's own metrics)</h2>", _engine(summary, "engine" in images)]
     parts += ["<h2>Recovery</h2>", _recovery(summary)]
@@ -314,6 +395,113 @@ def render_html(summary: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         parts.append(
             f"<figure id='{escape(name)}'><img alt='{escape(name)} plot' "
             f"src='data:image/png;base64,{data}'><figcaption>{caption}</figcaption></figure>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _sweep_cell(value: Any, kind: str) -> str:
+    if value is None:
+        return "—"
+    if kind == "s":
+        return format_seconds(value)
+    if kind == "bytes":
+        return format_metric("memory.x_bytes", value)
+    return f"{value:,.1f}"
+
+
+def render_sweep_html(document: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
+    """A capacity sweep's page (reports/sweep.py): the best point, why it stopped, each point."""
+    best, stop = document.get("best"), document.get("stop") or {}
+    target_n = document.get("target_n", 170_000)
+    rows = [
+        ("mode", f"{document['mode']} over {document['axis']}"),
+        ("requests per point", f"{document['n_per_point']:,} x {document['repeat']} repeat(s)"),
+        ("SLOs", document.get("slo") or "none"),
+        ("VRAM budget", _sweep_cell(document.get("vram_budget_bytes"), "bytes")),
+        ("RAM budget", _sweep_cell(document.get("ram_budget_bytes"), "bytes")),
+        ("stopped", f"{stop.get('reason', '?')}: {stop.get('detail', '')}".rstrip(": ")),
+    ]
+    if best:
+        rows.append(
+            (
+                "best point",
+                f"{document['axis']} {best['load']:g}: {best['requests_per_s']:,.1f} requests/s"
+                + (
+                    f", goodput {best['goodput_rps']:,.1f}/s"
+                    if best.get("goodput_rps") is not None
+                    else ""
+                ),
+            )
+        )
+        rows.append(
+            (
+                f"{target_n:,} requests at the best point",
+                _sweep_cell(best["predicted_target_s"], "s"),
+            )
+        )
+    else:
+        rows.append(("best point", "none met the SLOs and the budget"))
+    table = []
+    for point in document["points"]:
+        latency = point["latency"]
+        notes = []
+        if point.get("saturated"):
+            notes.append("saturated")
+        if point.get("oom"):
+            notes.append(f"{point['oom']} OOM")
+        if point.get("over_budget"):
+            notes.append(point["over_budget"].replace("_", " "))
+        if point.get("slo_missed"):
+            notes.append("missed " + ", ".join(point["slo_missed"]))
+        table.append(
+            (
+                f"{point['load']:g}",
+                _sweep_cell(point.get("requests_per_s"), "n"),
+                _sweep_cell(point.get("goodput_rps"), "n"),
+                _sweep_cell(latency.get("e2e_s.p50"), "s"),
+                _sweep_cell(latency.get("e2e_s.p99"), "s"),
+                _sweep_cell(latency.get("ttft_s.p99"), "s"),
+                _sweep_cell(latency.get("itl_s.p99"), "s"),
+                _sweep_cell(point.get("peak_vram_bytes"), "bytes"),
+                _sweep_cell(point.get("peak_ram_bytes"), "bytes"),
+                _sweep_cell(point.get("predicted_target_s"), "s"),
+                ", ".join(notes) or ("best" if best and point["load"] == best["load"] else ""),
+            )
+        )
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>harness capacity sweep</title><style>{_CSS}</style></head><body>",
+        "<h1>Capacity sweep</h1>",
+        f"<p class='muted'>generated {escape(document['generated_at'])}</p>",
+        _pairs(rows),
+        "<h2>Points</h2>",
+        _table(
+            (
+                document["axis"],
+                "requests/s",
+                "goodput/s",
+                "e2e p50",
+                "e2e p99",
+                "TTFT p99",
+                "ITL p99",
+                "peak VRAM",
+                "peak RAM",
+                f"{target_n:,} requests",
+                "notes",
+            ),
+            table,
+        ),
+    ]
+    png = images.get("sweep")
+    if png:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            "<figure id='sweep'><img alt='sweep plot' "
+            f"src='data:image/png;base64,{data}'><figcaption>Left: throughput against latency, "
+            "the Pareto frontier joined. Middle: one request's output tokens/s against the "
+            "server's. Right: peak memory per point, budgets dashed. The star is the best point; "
+            "hollow points missed the SLOs or the budget.</figcaption></figure>"
         )
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -9,6 +9,7 @@ from typing import Any
 from harness.errors import UserError
 from harness.rundir import SUMMARY, write_atomic, write_json_atomic
 from reports.rundata import has_run_files, load_run
+from reports.slo import Objective
 from reports.summary import summarize
 
 REPORT_HTML = "report.html"
@@ -24,17 +25,30 @@ class ReportFiles:
     pngs: dict[str, Path] = field(default_factory=dict)
 
 
-def write_summary(run_dir: str | Path, out_dir: str | Path | None = None) -> ReportFiles:
+def write_summary(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    slo: tuple[Objective, ...] | None = None,
+) -> ReportFiles:
     """Compute and write summary.json only (what `harness compare` needs)."""
     run_dir = _checked(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir
-    summary = summarize(load_run(run_dir))
+    summary = summarize(load_run(run_dir), slo)
     write_json_atomic(out / SUMMARY, summary)
     return ReportFiles(summary=summary, summary_path=out / SUMMARY)
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> ReportFiles:
-    """Read a run directory; write summary.json, <figure>.png and report.html into out_dir."""
+def write_report(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    slo: tuple[Objective, ...] | None = None,
+) -> ReportFiles:
+    """Read a run directory; write summary.json, <figure>.png and report.html into out_dir.
+
+    `slo`: objectives to judge instead of those stored in the run's manifest.
+    """
     # Imported here: matplotlib costs ~0.5 s, and `harness compare` needs only the summary.
     from reports.html import render_html
     from reports.plots import all_figures, png_bytes
@@ -43,7 +57,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Repo
     out = Path(out_dir) if out_dir is not None else run_dir
     out.mkdir(parents=True, exist_ok=True)
     run = load_run(run_dir)
-    summary = summarize(run)
+    summary = summarize(run, slo)
     write_json_atomic(out / SUMMARY, summary)
     files = ReportFiles(summary=summary, summary_path=out / SUMMARY)
     images = {}

@@ -12,11 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from harness.arrivals import DEFAULT_LAG_LIMIT_S
+from harness.errors import UserError
 from harness.rundir import EventKind, utc_iso
 from reports.engine import engine_summary
 from reports.leak import leak_check
 from reports.recovery import incidents, recovery_summary
 from reports.rundata import Columns, RunData
+from reports.slo import Objective, evaluate, parse_slo
 
 SCHEMA = "harness-summary/1"
 # Above this share of samples with the load generator over 90% of a core, its latencies are suspect.
@@ -30,18 +33,30 @@ DEFINITIONS = {
     "ttft_s": "request sent -> first non-empty content chunk (streamed requests only)",
     "itl_s": "per-request mean gap between content chunks after the first; "
     "percentiles across requests",
+    "ttst_s": "request sent -> second token (streamed requests only)",
+    "itl_max_s": "per-request longest single inter-token gap; percentiles across requests",
+    "itl_gap_s": "every single inter-token gap of every successful streamed request, pooled",
+    "scheduled_s": "scheduled send time -> last byte (open loop): includes the schedule lag",
     "tpot_s": "(e2e - TTFT) / (output tokens - 1), per request",
     "error_rate": "failed attempts / all attempts (each attempt is one line of requests.jsonl)",
     "engine": "the target's own /metrics (vLLM names): KV-cache usage 0-1 and queue gauges over "
     "samples; preemptions, queue time and prefix-cache hits from counter increases over the run "
     "(a fall or a restart is a reset)",
+    "cost": "CPU seconds of the driver's processes and the target's process tree over the drive, "
+    "per successful request (target: only when scale supervised it)",
+    "slo": "METRIC_pQ=BOUND: a request attains it when METRIC <= BOUND (failed requests attain "
+    "nothing); met when at least Q% of the requests attain it (the nearest-rank pQ is within "
+    "BOUND); goodput: requests attaining every objective / measured window",
     "leak": "slope after warm-up, MB = 10^6 bytes; verdict needs 95% confidence and growth "
     "that continues into the last third of each process lifetime",
 }
 
 
-def summarize(run: RunData) -> dict[str, Any]:
-    """Compute summary.json's document from a loaded run directory."""
+def summarize(run: RunData, slo: tuple[Objective, ...] | None = None) -> dict[str, Any]:
+    """Compute summary.json's document from a loaded run directory.
+
+    `slo`: objectives to judge; by default those the producer stored in the manifest (`slo`).
+    """
     warnings: list[str] = []
     manifest = run.manifest
     summary: dict[str, Any] = {
@@ -74,6 +89,9 @@ def summarize(run: RunData) -> dict[str, Any]:
     summary["events"] = _event_counts(run, found)
     summary["results"] = _results(run)
     summary["load_generator"] = _load_generator(run, warnings)
+    summary["slo"] = _slo(run, slo, warnings)
+    summary["schedule"] = _schedule(run, warnings)
+    summary["cost"] = _cost(run)
     summary["warnings"] = warnings
     summary["definitions"] = DEFINITIONS
     return _plain(summary)
@@ -179,8 +197,22 @@ def _traffic_from_requests(run: RunData, warnings: list[str]) -> dict[str, Any]:
             "ttft_s": distribution(ttft),
             "itl_s": distribution(requests["itl_mean_s"][ok]),
             "tpot_s": distribution(tpot),
+            **_stream_figures(requests),
         },
     }
+
+
+def _stream_figures(requests: Any) -> dict[str, Any]:
+    """Streamed requests' time to second token, longest gap, every single gap, and latency from
+    the scheduled send time (open loop); left out where no request measured them."""
+    ok = requests.ok
+    figures = {
+        "ttst_s": distribution(requests["ttst_s"][ok]),
+        "itl_max_s": distribution(requests["itl_max_s"][ok]),
+        "itl_gap_s": requests.gaps.figures(),
+        "scheduled_s": distribution(requests["scheduled_latency_s"][ok]),
+    }
+    return {name: value for name, value in figures.items() if value is not None}
 
 
 def _traffic_from_locust(run: RunData, warnings: list[str]) -> dict[str, Any]:
@@ -366,24 +398,139 @@ def _results(run: RunData) -> dict[str, Any] | None:
     return {**figures, "source": source}
 
 
+def _cost(run: RunData) -> dict[str, Any] | None:
+    """CPU seconds per successful request of the driver and the target over the drive, as the
+    producer measured them (harness/cost.py, manifest `cost`); None when it did not."""
+    cost = run.manifest.get("cost")
+    if not isinstance(cost, dict) or not cost.get("requests"):
+        return None
+    requests = cost["requests"]
+
+    def per_request(key: str) -> float | None:
+        value = cost.get(key)
+        return value / requests if isinstance(value, (int, float)) else None
+
+    return {
+        "requests": requests,
+        "cpu_s_per_request": per_request("cpu_s"),
+        "driver_cpu_s_per_request": per_request("driver_cpu_s"),
+        "target_cpu_s_per_request": per_request("target_cpu_s"),
+    }
+
+
+def _schedule(run: RunData, warnings: list[str]) -> dict[str, Any] | None:
+    """Open loop: how late requests left against their schedule (attempts with a scheduled send
+    time), and whether the client fell behind (p99 over the producer's limit): then its
+    latencies from the actual send time understate what the schedule's users saw."""
+    requests = run.requests
+    lags = None if requests is None else requests["schedule_lag_s"]
+    lags = None if lags is None else lags[np.isfinite(lags)]
+    verdicts = run.events_of(EventKind.BEHIND_SCHEDULE, EventKind.SCHEDULE_KEPT)
+    if lags is None or not len(lags):
+        return None
+    limit = (verdicts[-1] if verdicts else {}).get("limit_s") or DEFAULT_LAG_LIMIT_S
+    lags = np.maximum(lags, 0.0)
+    p50, p99 = np.percentile(lags, [50, 99])
+    behind = bool(p99 > limit)
+    if behind:
+        warnings.append(
+            f"behind schedule: send lag p99 {p99 * 1000:.1f} ms over the {limit * 1000:.0f} ms "
+            "limit (a busy load generator or the concurrency cap); judge latency from the "
+            "scheduled send time (latency.scheduled_s)"
+        )
+    return {
+        "arrivals": len(lags),
+        "lag_p50_s": float(p50),
+        "lag_p99_s": float(p99),
+        "lag_max_s": float(lags.max()),
+        "limit_s": float(limit),
+        "behind": behind,
+    }
+
+
+def _slo(
+    run: RunData, objectives: tuple[Objective, ...] | None, warnings: list[str]
+) -> dict[str, Any] | None:
+    """The SLO verdict and goodput (reports.slo), when objectives were given or stored."""
+    if objectives is None:
+        stored = run.manifest.get("slo")
+        if not isinstance(stored, str) or not stored:
+            return None
+        try:
+            objectives = parse_slo(stored)
+        except UserError as exc:
+            warnings.append(f"manifest.json slo not judged: {exc}")
+            return None
+    block = evaluate(run, objectives)
+    if block["verdict"] == "unmeasured":
+        unmeasured = [o["name"] for o in block["objectives"] if o["verdict"] == "unmeasured"]
+        warnings.append(f"SLOs not measured in this run: {', '.join(unmeasured)}")
+    return block
+
+
 def _load_generator(run: RunData, warnings: list[str]) -> dict[str, Any] | None:
+    """Was the client the bottleneck? Its CPU samples, and each driver process's own verdict
+    (`load_generator` events: event-loop lag, loop-thread CPU, schedule lag)."""
     load = run.samples.get("load")
     cpu = None if load is None else load.get("cpu_percent")
-    if cpu is None:
+    verdicts = run.events_of(EventKind.LOAD_GENERATOR)
+    if cpu is None and not verdicts:
         return None
-    cpu = cpu[np.isfinite(cpu)]
-    saturated = float((cpu > CPU_SATURATED_PERCENT).mean())
+    figures: dict[str, Any] = {
+        "cpu_percent_mean": None,
+        "cpu_percent_p95": None,
+        "cpu_percent_max": None,
+        "saturated_share": None,
+    }
     warning = None
-    if saturated > CPU_SATURATED_SHARE:
-        warning = (
-            f"load generator above {CPU_SATURATED_PERCENT:.0f}% of a core in {saturated:.0%} of "
-            f"samples (peak {cpu.max():.0f}%): latency figures are inflated by the client"
-        )
-        warnings.append(warning)
+    if cpu is not None and len(cpu[np.isfinite(cpu)]):
+        cpu = cpu[np.isfinite(cpu)]
+        share = float((cpu > CPU_SATURATED_PERCENT).mean())
+        figures = {
+            "cpu_percent_mean": float(cpu.mean()),
+            "cpu_percent_p95": float(np.percentile(cpu, 95)),
+            "cpu_percent_max": float(cpu.max()),
+            "saturated_share": share,
+        }
+        if share > CPU_SATURATED_SHARE:
+            warning = (
+                f"load generator above {CPU_SATURATED_PERCENT:.0f}% of a core in {share:.0%} of "
+                f"samples (peak {cpu.max():.0f}%): latency figures are inflated by the client"
+            )
+    saturated = [v for v in verdicts if v.get("saturated")]
+    if saturated:
+        warning = _saturated_warning(saturated, len(verdicts))
+    if warning is not None:
+        warnings.insert(0, warning)  # first: it changes how every other figure reads
+    lags = [v["loop_lag_p99_s"] for v in verdicts if v.get("loop_lag_p99_s") is not None]
     return {
-        "cpu_percent_mean": float(cpu.mean()),
-        "cpu_percent_p95": float(np.percentile(cpu, 95)),
-        "cpu_percent_max": float(cpu.max()),
-        "saturated_share": saturated,
+        **figures,
+        "saturated": warning is not None,
+        "processes": len(verdicts) or None,
+        "saturated_processes": len(saturated),
+        "loop_lag_p99_s": max(lags) if lags else None,
+        "loop_busy_mean": max((v.get("loop_busy_mean") or 0.0 for v in verdicts), default=None),
         "warning": warning,
     }
+
+
+def _saturated_warning(saturated: list[dict[str, Any]], processes: int) -> str:
+    worst = max(saturated, key=lambda v: v.get("saturated_share") or 0.0)
+    reasons = []
+    if worst.get("saturated_windows"):
+        busy = worst.get("loop_busy_mean") or 0.0
+        lag = worst.get("loop_lag_p99_s") or 0.0
+        reasons.append(
+            f"its event loop was saturated in {worst['saturated_share']:.0%} of windows "
+            f"(loop busy {busy:.0%} of the time on average, wake-up lag p99 {lag * 1000:.0f} ms)"
+        )
+    schedule = worst.get("schedule") or {}
+    if schedule.get("behind"):
+        reasons.append(f"it sent late (schedule lag p99 {schedule['lag_p99_s'] * 1000:.0f} ms)")
+    who = "the client" if processes == 1 else f"{len(saturated)} of {processes} client processes"
+    return (
+        f"CLIENT SATURATED: {who} could not keep up ({'; '.join(reasons) or 'see summary'}): "
+        "the rates and latencies measured here are partly the load generator's own limit, not "
+        "the target's. Run with more driver processes (--processes N), fewer other jobs on this "
+        "machine, or a lower rate"
+    )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from harness.errors import UserError
 from reports.formatting import format_metric
 from reports.report import write_report
+from reports.slo import METRICS, Objective, parse_slo, verdict_line
 
 
 def register(subparsers: Any) -> None:
@@ -18,17 +20,49 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the run directory, e.g. runs/<run-id>")
     parser.add_argument("--out", metavar="DIR", help="write the report here instead of RUN_DIR")
+    add_slo_arguments(parser)
     parser.set_defaults(handler=run)
 
 
+def add_slo_arguments(parser: argparse.ArgumentParser) -> None:
+    """--slo and --fail-on-slo, as report, compare and scale share them."""
+    parser.add_argument(
+        "--slo",
+        metavar="SPEC",
+        help="service-level objectives judged per request, e.g. "
+        "ttft_p99=2s,itl_p99=100ms,e2e_p95=30s (metrics: " + ", ".join(METRICS) + "; "
+        "percentiles pQ or max); adds attainment, goodput and a verdict",
+    )
+    parser.add_argument(
+        "--fail-on-slo",
+        action="store_true",
+        help="exit 1 when an SLO is missed or could not be measured",
+    )
+
+
+def slo_objectives(args: argparse.Namespace) -> tuple[Objective, ...] | None:
+    """The parsed --slo (a one-line UserError when it is not a valid spec)."""
+    return None if args.slo is None else parse_slo(args.slo)
+
+
+def slo_exit(summary: dict[str, Any], fail_on_slo: bool) -> int:
+    """1 when --fail-on-slo and the SLOs were not met (missed or unmeasured)."""
+    slo = summary.get("slo")
+    if not fail_on_slo:
+        return 0
+    if slo is None:
+        raise UserError("--fail-on-slo needs objectives: give --slo SPEC (none are stored)")
+    return 0 if slo["verdict"] == "pass" else 1
+
+
 def run(args: argparse.Namespace) -> int:
-    files = write_report(args.run_dir, args.out)
+    files = write_report(args.run_dir, args.out, slo=slo_objectives(args))
     summary = files.summary
     print(f"summary:  {files.summary_path}")
     print(f"report:   {files.html_path} ({', '.join(files.pngs) or 'no plots'})")
     for line in summary_lines(summary):
         print(line)
-    return 0
+    return slo_exit(summary, args.fail_on_slo)
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
@@ -68,5 +102,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             f"{recovery['unrecovered']} unrecovered, "
             f"ready max {format_metric('recovery.seconds_to_ready.max', ready.get('max'))}"
         )
+    if summary.get("slo"):
+        lines.append("slo:      " + verdict_line(summary["slo"]))
     lines += [f"warning:  {warning}" for warning in summary["warnings"]]
     return lines

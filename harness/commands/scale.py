@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
+from harness.arrivals import ARRIVALS
 from harness.commands.gen import parse_count
+from harness.commands.report import add_slo_arguments
 from harness.errors import UserError
+from harness.repeat import run_repeated
 from harness.scale import MODES, ScaleConfig, resume_scale, run_ladder, run_scale
 from harness.supervision.victim import parse_victim
 from harness.units import parse_speed
@@ -83,7 +88,40 @@ def register(subparsers: Any) -> None:
         "--speed",
         help="embedded server: divide its simulated latency by this (default: max, no delay)",
     )
-    parser.add_argument("--concurrency", type=int, help="requests in flight (default 64)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        help="requests in flight (default 64); with --rate or --trace, the cap on them",
+    )
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="ask for streamed answers and time them: TTFT, time to second token, ITL, TPOT "
+        "and every inter-token gap (client mode)",
+    )
+    open_loop = parser.add_mutually_exclusive_group()
+    open_loop.add_argument(
+        "--rate",
+        type=float,
+        metavar="R",
+        help="open loop: send R requests per second on a schedule (--arrival) whatever the "
+        "answers; latency is also timed from each scheduled send time",
+    )
+    open_loop.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="open loop: replay a trace's send times (Mooncake/AIPerf `timestamp` in ms, or a "
+        "harness requests.jsonl)",
+    )
+    parser.add_argument(
+        "--arrival", choices=ARRIVALS, help="with --rate: constant, poisson (default) or gamma"
+    )
+    parser.add_argument(
+        "--burstiness",
+        type=float,
+        help="with --arrival gamma: its shape, as vLLM bench (1 is Poisson, below 1 burstier)",
+    )
+    add_slo_arguments(parser)
     parser.add_argument(
         "--chunk-size", type=parse_count, help="batch-api: requests per batch (default 5000)"
     )
@@ -130,6 +168,13 @@ def register(subparsers: Any) -> None:
         default=170_000,
         help="size the ladder extrapolates to (default 170k)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        metavar="K",
+        help="run K times into RUN_DIR/r1..rK and report means with 95%% confidence intervals "
+        "(repeat.json); harness compare then judges the group on those intervals",
+    )
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="with --serve: -- COMMAND ...")
     parser.set_defaults(handler=run)
@@ -159,11 +204,16 @@ def run(args: argparse.Namespace) -> int:
                 "max_tokens",
                 "max_failed_rate",
                 "supervisor",
+                "repeat",
+                "rate",
+                "trace",
+                "arrival",
+                "burstiness",
+                "slo",
             )
             if getattr(args, name) is not None
         ]
-        if args.serve:
-            fixed.append("serve")
+        fixed += [name for name in ("serve", "stream", "fail_on_slo") if getattr(args, name)]
         if fixed or args.server_arg:
             raise UserError(
                 "--resume finishes a run with its own settings; only --concurrency, --target, "
@@ -180,10 +230,38 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0 if outcome.ok else 1
     config = _config(args)
+    if args.fail_on_slo and config.slo is None:
+        raise UserError("--fail-on-slo needs objectives: give --slo SPEC")
+    if args.repeat is not None:
+        if args.ladder is not None:
+            raise UserError("--repeat and --ladder do not combine; repeat one size at a time")
+        group = run_repeated(config, args.repeat)
+        runs = [outcome.run_dir for outcome in group.outcomes]
+        return 0 if group.ok and _slo_met(runs, args.fail_on_slo) else 1
     if args.ladder is not None:
+        if args.fail_on_slo:
+            raise UserError("--fail-on-slo judges one run or a --repeat group, not a ladder")
         document = run_ladder(args.ladder, config, target_n=args.ladder_to)
         return 0 if all(rung["ok"] for rung in document["rungs"]) else 1
-    return 0 if run_scale(config).ok else 1
+    outcome = run_scale(config)
+    return 0 if outcome.ok and _slo_met([outcome.run_dir], args.fail_on_slo) else 1
+
+
+def _slo_met(run_dirs: list[Path], fail_on_slo: bool) -> bool:
+    """With --fail-on-slo: whether every run met its SLOs (judged from its summary)."""
+    if not fail_on_slo:
+        return True
+    from reports.report import write_summary
+    from reports.slo import verdict_line
+
+    met = True
+    for run_dir in run_dirs:
+        slo = write_summary(run_dir).summary.get("slo") or {"verdict": "unmeasured"}
+        if slo["verdict"] != "pass":
+            met = False
+            if slo.get("objectives"):
+                print(f"scale: {run_dir}: {verdict_line(slo)}", file=sys.stderr)
+    return met
 
 
 def _config(args: argparse.Namespace) -> ScaleConfig:
@@ -213,6 +291,12 @@ def _config(args: argparse.Namespace) -> ScaleConfig:
         "cache_dir": args.cache_dir,
         "run_dir": args.run_dir,
         "report": not args.no_report,
+        "stream": args.stream or None,
+        "rate": args.rate,
+        "arrival": args.arrival,
+        "burstiness": args.burstiness,
+        "trace": args.trace,
+        "slo": args.slo,
     }
     if args.dataset is not None and args.limit is None:
         settings["n"] = None  # the whole file
@@ -221,11 +305,16 @@ def _config(args: argparse.Namespace) -> ScaleConfig:
 
 
 def _api_key(args: argparse.Namespace) -> str | None:
-    if not args.api_key_env:
+    return api_key_from_env(args.api_key_env)
+
+
+def api_key_from_env(variable: str | None) -> str | None:
+    """The API key held in --api-key-env's variable (never on the command line)."""
+    if not variable:
         return None
-    api_key = os.environ.get(args.api_key_env)
+    api_key = os.environ.get(variable)
     if not api_key:
-        raise UserError(f"--api-key-env {args.api_key_env}: that variable is not set or empty")
+        raise UserError(f"--api-key-env {variable}: that variable is not set or empty")
     return api_key
 
 

@@ -26,7 +26,7 @@ from harness.driver.checkpoint import _HEAD, Checkpoint, IdSet
 from harness.driver.client import DriverStats
 from harness.driver.degrade import Degrader
 from harness.driver.errors import CONNECTION, OOM_ERROR, classify_exception, classify_response
-from harness.driver.ready import Readiness, detect_health_url
+from harness.driver.ready import Readiness, detect_health_url, httpx_probe
 from harness.errors import UserError
 from harness.rundir import REQUESTS, EventKind, RunDir, request_record
 
@@ -121,14 +121,15 @@ class BatchApiDriver:
                 headers=headers, limits=httpx.Limits(max_connections=2), trust_env=False
             ) as probe,
         ):
-            health_url = config.health_url or await detect_health_url(probe, config.url)
+            status = httpx_probe(probe)
+            health_url = config.health_url or await detect_health_url(status, config.url)
             if health_url is None:
                 raise UserError(
                     f"nothing answers at {config.url}; start the server or fix --target"
                 )
             self._client = client
             self._ready = Readiness(
-                probe,
+                status,
                 health_url,
                 deadline_s=config.ready_timeout_s,
                 event=self.run_dir.event,

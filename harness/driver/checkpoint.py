@@ -13,18 +13,40 @@ import os
 import re
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from generators import iter_requests
 from harness.rundir import JsonlWriter, repair_jsonl
 
-RESULTS = "results.jsonl"
+RESULTS = "results.jsonl"  # driver process 0's (the only one's, unless --processes N)
+_SHARD_RESULTS = re.compile(r"results-(\d+)\.jsonl")
 
 _HEAD = re.compile(rb'^\{"custom_id":("(?:[^"\\]|\\.)*")(?:,"ok":(true|false))?')
+
+
+def results_path(run_dir: str | os.PathLike[str], shard: int = 0) -> Path:
+    """Where driver process `shard` checkpoints: results.jsonl, else results-<shard>.jsonl."""
+    return Path(run_dir) / (RESULTS if shard == 0 else f"results-{shard}.jsonl")
+
+
+def results_paths(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Every checkpoint file of a run, whatever process counts wrote it, in shard order."""
+    directory = Path(run_dir)
+    shards = sorted(
+        int(match.group(1))
+        for name in os.listdir(directory)
+        if (match := _SHARD_RESULTS.fullmatch(name))
+    )
+    first = [directory / RESULTS] if (directory / RESULTS).exists() else []
+    return first + [results_path(directory, k) for k in shards if k > 0]
+
+
+def completed_ids(run_dir: str | os.PathLike[str]) -> IdSet:
+    """Every custom_id with a result in any of a run's checkpoint files."""
+    return IdSet(custom_id for path in results_paths(run_dir) for custom_id, _ in read_ids(path))
 
 
 def read_ids(path: str | os.PathLike[str]) -> Iterator[tuple[str, bool]]:
@@ -65,6 +87,8 @@ def dataset_ids(path: str | os.PathLike[str]) -> Iterator[str]:
     with open(path, "rb") as handle:
         head = handle.readline(1 << 16)  # bounded: a batch document is one 1.4 GB line
     if not _HEAD.match(head):
+        from generators import iter_requests  # the readers of every other format
+
         for custom_id, _ in iter_requests(path):
             yield custom_id
         return
@@ -93,15 +117,20 @@ class IdSet:
         return len(self._hashes)
 
 
-def verify(expected: Iterable[str], results: str | os.PathLike[str]) -> dict[str, int]:
-    """Exactly-once check: {expected, received, lost, duplicated, unexpected, failed, corrupt}.
+def verify(
+    expected: Iterable[str],
+    results: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> dict[str, int]:
+    """Exactly-once check: {expected, received, lost, duplicated, unexpected, failed, corrupt}
+    over one results file or all of a sharded run's (an id in two files is duplicated).
 
     received counts distinct ids with a result; duplicated counts extra lines for an id; corrupt
     counts lines that do not parse whole, whose ids (if any) count as lost.
     """
+    files = [results] if isinstance(results, (str, os.PathLike)) else list(results)
     lines = array("q")
     failed = corrupt = 0
-    for entry in _read_entries(results):
+    for entry in itertools.chain.from_iterable(_read_entries(path) for path in files):
         if entry is None:
             corrupt += 1
             continue
@@ -131,11 +160,33 @@ def _holds(hashes: array[int], h: int) -> bool:
     return k < len(hashes) and hashes[k] == h
 
 
-class Checkpoint:
-    """Appender for results.jsonl in a run directory; one flushed line per result."""
+def result_line(
+    custom_id: str,
+    *,
+    status: int | None,
+    body: Any = None,
+    error: dict[str, Any] | None = None,
+    request_id: str | None = None,
+) -> bytes:
+    """The results.jsonl line of one custom_id's final outcome (success: error is None)."""
+    response = (
+        None if status is None else {"status_code": status, "request_id": request_id, "body": body}
+    )
+    record = {
+        "custom_id": custom_id,
+        "ok": error is None,
+        "id": f"res_{request_id or custom_id}",
+        "response": response,
+        "error": error,
+    }
+    return orjson.dumps(record) + b"\n"
 
-    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
-        self.path = Path(run_dir) / RESULTS
+
+class Checkpoint:
+    """Appender for results.jsonl in a run directory: each line whole, written as it is given."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], shard: int = 0) -> None:
+        self.path = results_path(run_dir, shard)
         self.torn_bytes = repair_jsonl(self.path)
         self._writer = JsonlWriter(self.path)
 
@@ -153,20 +204,13 @@ class Checkpoint:
         request_id: str | None = None,
     ) -> None:
         """Record the final outcome of one custom_id (success: error is None)."""
-        response = (
-            None
-            if status is None
-            else {"status_code": status, "request_id": request_id, "body": body}
+        self._writer.write_lines(
+            result_line(custom_id, status=status, body=body, error=error, request_id=request_id)
         )
-        self._writer.write(
-            {
-                "custom_id": custom_id,
-                "ok": error is None,
-                "id": f"res_{request_id or custom_id}",
-                "response": response,
-                "error": error,
-            }
-        )
+
+    def append_lines(self, lines: bytes) -> None:
+        """Record many outcomes (`result_line`s joined) with one write: all of them or none."""
+        self._writer.write_lines(lines)
 
     def append_raw(self, record: dict[str, Any]) -> None:
         """Record an OpenAI Batch output or error line as received, adding `ok` up front."""

@@ -9,13 +9,13 @@ context, a model the server does not serve, llama.cpp's busy slots and model loa
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sys
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import NamedTuple
-
-import httpx
 
 from harness.supervision.exits import OOM_TEXT
 
@@ -149,11 +149,17 @@ def classify_response(
 def classify_exception(exc: BaseException) -> Failure:
     """The Failure of a request that got no HTTP answer (refused, reset, cut off, timed out)."""
     message = f"{type(exc).__name__}: {exc}".rstrip(": ")
-    if isinstance(exc, httpx.TimeoutException):
+    httpx = sys.modules.get("httpx")  # not imported here: unloaded, none of its errors exist
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or (
+        httpx is not None and isinstance(exc, httpx.TimeoutException)
+    ):
         return Failure(TIMEOUT, None, message)
-    if isinstance(exc, (httpx.TransportError, ConnectionError)):
-        # ConnectError (refused: the target is down), ReadError/WriteError (reset: it died mid
-        # request), RemoteProtocolError (it closed the connection without answering).
+    if isinstance(exc, ConnectionError) or (
+        httpx is not None and isinstance(exc, httpx.TransportError)
+    ):
+        # ConnectError (refused: the target is down), reset (it died mid request),
+        # RemoteProtocolError (it closed the connection without answering): httpx's or the
+        # driver's own client's (http.py), whose errors are ConnectionErrors.
         return Failure(CONNECTION, None, message)
     raise TypeError(f"not a transport failure: {message}") from exc
 

@@ -10,28 +10,42 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-import httpx
 
 from harness.rundir import EventKind
 
 _PROBES = ("/health/ready", "/health", "/v1/models")
+
+# probe(url, timeout_s): the status a GET of url answers, None when nothing answered in time.
+# The client driver's own (http.status_probe), or httpx's (httpx_probe) for the Batch API driver.
+StatusProbe = Callable[[str, float], Awaitable["int | None"]]
 
 
 class TargetUnavailable(Exception):
     """The target did not become ready before the deadline."""
 
 
-async def detect_health_url(client: httpx.AsyncClient, base_url: str) -> str | None:
-    """The first of /health/ready, /health, /v1/models the target routes; None if it is down."""
-    for path in _PROBES:
+def httpx_probe(client: Any) -> StatusProbe:
+    """A StatusProbe on an httpx.AsyncClient."""
+    import httpx
+
+    async def probe(url: str, timeout_s: float) -> int | None:
         try:
-            response = await client.get(base_url.rstrip("/") + path, timeout=5.0)
+            return (await client.get(url, timeout=timeout_s)).status_code
         except httpx.TransportError:
             return None
-        if response.status_code != 404:
+
+    return probe
+
+
+async def detect_health_url(probe: StatusProbe, base_url: str) -> str | None:
+    """The first of /health/ready, /health, /v1/models the target routes; None if it is down."""
+    for path in _PROBES:
+        status = await probe(base_url.rstrip("/") + path, 5.0)
+        if status is None:
+            return None
+        if status != 404:
             return base_url.rstrip("/") + path
     return base_url.rstrip("/") + _PROBES[-1]
 
@@ -41,7 +55,7 @@ class Readiness:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        probe: StatusProbe,
         health_url: str,
         *,
         deadline_s: float = 300.0,
@@ -50,7 +64,7 @@ class Readiness:
         event: Callable[..., Any] | None = None,
         on_outage: Callable[[str, float], None] | None = None,
     ) -> None:
-        self._client = client
+        self._probe = probe
         self.health_url = health_url
         self.deadline_s = deadline_s
         self._poll_initial_s = poll_initial_s
@@ -85,11 +99,7 @@ class Readiness:
 
     async def check(self) -> bool:
         """Ask the health URL once (short timeout): True when it answers 200."""
-        try:
-            response = await self._client.get(self.health_url, timeout=2.0)
-        except httpx.TransportError:
-            return False
-        return response.status_code == 200
+        return await self._probe(self.health_url, 2.0) == 200
 
     async def _poll(self, cause: str, sent_mono: float) -> None:
         started = time.monotonic()

@@ -7,6 +7,7 @@ continuous_usage_stats). Ollama: POST /api/chat, NDJSON messages, counts in the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -42,14 +43,22 @@ class StreamError(Exception):
     """The server reported an error inside a stream that had started with a 2xx status."""
 
 
-def read_sse_line(line: bytes, clock: StreamClock, now: float) -> bool:
-    """Feed one line of an OpenAI chat completion SSE stream; False once `data: [DONE]` arrives."""
+def read_sse_line(
+    line: bytes,
+    clock: StreamClock,
+    now: float,
+    on_chunk: Callable[[dict[str, Any]], None] | None = None,
+) -> bool:
+    """Feed one line of an OpenAI chat completion SSE stream; False once `data: [DONE]` arrives.
+    `on_chunk` sees each parsed chunk (the driver joins the answer from them)."""
     if not line.startswith(b"data:"):
         return True  # blank separators, comments, `event:` lines
     payload = line[5:].strip()
     if payload == b"[DONE]":
         return False
     chunk = _json(payload)
+    if on_chunk is not None:
+        on_chunk(chunk)
     if "error" in chunk:
         raise StreamError(_error_text(chunk["error"]))
     usage = chunk.get("usage")

@@ -42,7 +42,7 @@ from harness.locust.protocol import (
     read_ndjson_line,
     read_sse_line,
 )
-from harness.locust.timing import StreamClock, StreamMetrics
+from harness.locust.timing import GAPS_FIELD, StreamClock, StreamMetrics, gaps_ms
 from harness.rundir import request_record
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
@@ -146,6 +146,8 @@ class LLMUser(FastHttpUser):
             ttft_s=metrics.ttft_s if ok else None,
             itl_mean_s=metrics.itl_mean_s if ok else None,
             tpot_s=metrics.tpot_s if ok else None,
+            ttst_s=metrics.ttst_s if ok else None,
+            itl_max_s=metrics.itl_max_s if ok else None,
             prompt_tokens=metrics.prompt_tokens,
             output_tokens=metrics.output_tokens,
             attempt=1,
@@ -158,6 +160,8 @@ class LLMUser(FastHttpUser):
         )
         if stream:
             line["token_basis"] = metrics.token_basis
+            if ok and metrics.gaps_s:
+                line[GAPS_FIELD] = gaps_ms(metrics.gaps_s)
         self.run.log.request(line)
         stats = self.environment.stats
         if due_t is not None:
@@ -202,7 +206,7 @@ def _read_stream(
     api: str, response: ResponseContextManager, sent: float
 ) -> tuple[Failure | None, StreamMetrics]:
     """Read SSE or NDJSON line by line as it arrives (read(n) would wait for n bytes)."""
-    clock = StreamClock(sent)
+    clock = StreamClock(sent, keep_gaps=True)
     status = response.status_code
     failure = of_response(response, response.content if status and status >= 300 else None)
     if failure is not None:

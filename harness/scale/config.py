@@ -48,6 +48,12 @@ class ScaleConfig:
     cache_dir: str | None = None  # generated datasets; default <runs_root>/datasets
     run_dir: str | None = None
     report: bool = True
+    stream: bool = False  # SSE answers: TTFT, TTST, ITL, TPOT and every gap per request
+    rate: float | None = None  # open loop: requests per second (concurrency caps those in flight)
+    arrival: str = "poisson"  # constant | poisson | gamma (harness/arrivals.py)
+    burstiness: float = 1.0
+    trace: str | None = None  # open loop: replay a trace's send times instead of a rate
+    slo: str | None = None  # objectives the report judges (reports/slo.py), kept in the manifest
 
 
 @dataclass
@@ -106,6 +112,28 @@ def validate_config(config: ScaleConfig) -> None:
         )
     if any(not 0 < p < 1 for p in config.oom_at):
         raise UserError("--oom-at points must lie strictly between 0% and 100%, e.g. 25%,60%")
+    _validate_load(config)
+
+
+def _validate_load(config: ScaleConfig) -> None:
+    """Streaming, the open loop and SLOs: client mode only, a drawable schedule, valid SLOs."""
+    from harness.arrivals import check_rate
+
+    open_loop = config.rate is not None or config.trace is not None
+    if config.mode != "client" and (open_loop or config.stream):
+        raise UserError("--stream, --rate and --trace drive requests one by one: use --mode client")
+    if config.rate is not None and config.trace is not None:
+        raise UserError("--rate and --trace both set the send times; give one")
+    if config.rate is not None:
+        check_rate(config.rate, config.arrival, config.burstiness)
+    elif config.arrival != "poisson" or config.burstiness != 1.0:
+        raise UserError("--arrival and --burstiness shape a --rate schedule; add --rate R")
+    if config.trace is not None and not Path(config.trace).is_file():
+        raise UserError(f"--trace {config.trace}: no such file")
+    if config.slo is not None:
+        from reports.slo import parse_slo
+
+        parse_slo(config.slo)
 
 
 def config_settings(config: ScaleConfig, *, keep_secrets: bool = False) -> dict[str, Any]:

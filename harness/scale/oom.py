@@ -22,21 +22,27 @@ class OomInjector:
     def __init__(self, inject: Callable[[], None], run_dir: RunDir) -> None:
         self._inject = inject
         self._run_dir = run_dir
-        self._queue: queue.Queue[tuple[float, int] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[float, int, Callable[[], None] | None] | None] = (
+            queue.Queue()
+        )
         self._thread = threading.Thread(target=self._run, name="harness-oom-injector", daemon=True)
         self._thread.start()
 
-    def request(self, point: float, done: int) -> None:
-        self._queue.put((point, done))
+    def request(self, point: float, done: int, resume: Callable[[], None] | None) -> None:
+        """Inject at this point; then resume() the paused driver, if it was paused."""
+        self._queue.put((point, done, resume))
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            point, done = item
+            point, done, resume = item
             self._run_dir.event(EventKind.OOM_PLANNED, point=point, done=done)
             try:
                 self._inject()
             except Exception as exc:
                 self._run_dir.event(EventKind.INJECT_FAILED, point=point, error=str(exc))
+            finally:
+                if resume is not None:
+                    resume()
 
     def close(self) -> None:
         self._queue.put(None)

@@ -4,7 +4,9 @@ fired as progress passes them."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
+from harness.cost import CpuMeter
 from harness.rundir import EventKind, RunDir
 from harness.scale.console import Console, duration
 from harness.scale.oom import OomInjector
@@ -21,6 +23,7 @@ class Progress:
         self.total = total
         self.done = self.start_done = done
         self.server_side = 0
+        self.meter: CpuMeter | None = None  # the run's CPU, read with each `load` sample
         self.driver_peak_rss = 0  # sampled each interval: this run's own peak, even in a ladder
         self._run_dir = run_dir
         self._console = console
@@ -28,6 +31,8 @@ class Progress:
         self._next_step = done * 20 // total + 1
         self._ooms: list[float] = []
         self._injector: OomInjector | None = None
+        # the client driver's pause(): nothing new is sent until an OOM point's kill is in
+        self.pause: Callable[[], Callable[[], None]] | None = None
         self._bar = console.live_bar("scale", total, done)
 
     @property
@@ -55,7 +60,8 @@ class Progress:
         while self._ooms and position >= self._ooms[0] * self.total:
             point = self._ooms.pop(0)
             if self._injector is not None:
-                self._injector.request(point, position)
+                resume = self.pause() if self.pause is not None else None
+                self._injector.request(point, position, resume)
         if position * 20 >= self._next_step * self.total:
             self._next_step = position * 20 // self.total + 1
             self._run_dir.event(EventKind.PROGRESS, done=position, total=self.total)

@@ -17,12 +17,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import psutil
 
-import generators
 from harness.calibration import measure
+from harness.cost import CpuMeter
 from harness.driver.batch_api import BatchApiDriver, BatchConfig
 from harness.driver.checkpoint import RESULTS, Checkpoint, IdSet, dataset_ids, verify
 from harness.driver.client import ClientDriver, DriverConfig, DriverStats, TargetRejected
@@ -35,6 +35,8 @@ from harness.driver.dataset import (
     from_file,
     generated,
 )
+from harness.driver.loop import run as run_loop
+from harness.driver.payloads import pending
 from harness.driver.ready import TargetUnavailable
 from harness.errors import UserError
 from harness.rundir import (
@@ -90,6 +92,7 @@ def run_scale(config: ScaleConfig, *, out: TextIO = sys.stderr) -> ScaleOutcome:
                 seed=config.seed,
                 calibration=measure(),
                 scale=config_settings(config),
+                **({"slo": config.slo} if config.slo else {}),
             )
         except BaseException:
             opening.close()
@@ -228,9 +231,19 @@ def _drive_and_verify(
             progress.plan_ooms(config.oom_at, target)
             guard.keep()  # sending begins: from here on the run can be resumed
             hashing = _hash_while_sending(dataset, run_dir, console)
-            stats = asyncio.run(
-                _send_requests(config, run_dir, checkpoint, dataset, completed, target, progress)
-            )
+            supervisor = target.supervisor
+            meter = CpuMeter((lambda: supervisor.pid) if supervisor is not None else None)
+            progress.meter = meter
+            meter.start()
+            try:
+                stats = run_loop(
+                    _send_requests(
+                        config, run_dir, checkpoint, dataset, completed, target, progress
+                    )
+                )
+            finally:
+                progress.close()
+            run_dir.update_manifest(cost=meter.stop(stats.ok))  # while the target still runs
         finally:
             progress.close()
             opening.close()
@@ -316,6 +329,8 @@ async def _send_requests(
                 api_key=config.api_key,
                 request_timeout_s=config.request_timeout_s,
                 ready_timeout_s=config.ready_timeout_s,
+                stream=config.stream,
+                schedule=_schedule(config),
             ),
             run_dir,
             checkpoint,
@@ -339,11 +354,19 @@ async def _send_requests(
             on_result=progress.result,
             on_running=progress.running,
         )
+    if isinstance(driver, ClientDriver):
+        progress.pause = driver.pause
     sampler = asyncio.create_task(_sample_load(run_dir, progress, driver, config.sample_interval))
     try:
         if isinstance(driver, ClientDriver):
-            pending = _pending(dataset, config.n, completed, config.model, config.max_tokens)
-            return await driver.run(pending)
+            requests = pending(
+                dataset.path,
+                config.n,
+                completed,
+                model=config.model,
+                max_tokens=config.max_tokens,
+            )
+            return await driver.run(requests)
         cache = config.cache_dir or Path(config.runs_root) / "datasets"
         batch_file = await asyncio.to_thread(as_batch_file, dataset, cache)
         return await driver.run(batch_file.path, config.n, completed)
@@ -351,23 +374,15 @@ async def _send_requests(
         sampler.cancel()
 
 
-def _pending(
-    dataset: Dataset,
-    n: int,
-    completed: IdSet,
-    model: str | None,
-    max_tokens: int | None = None,
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The first n requests of the dataset that have no result yet, streamed."""
-    requests = itertools.islice(
-        generators.iter_requests(dataset.path, model=model, max_tokens=max_tokens), n
-    )
-    if not len(completed):
-        yield from requests
-        return
-    for custom_id, body in requests:
-        if custom_id not in completed:
-            yield custom_id, body
+def _schedule(config: ScaleConfig) -> Iterator[float] | None:
+    """Open loop: the send offsets of --rate or --trace; None for a closed loop."""
+    from harness.arrivals import rate_offsets, trace_offsets
+
+    if config.trace is not None:
+        return trace_offsets(config.trace)
+    if config.rate is not None:
+        return rate_offsets(config.rate, config.arrival, config.burstiness, config.seed)
+    return None
 
 
 async def _sample_load(
@@ -380,6 +395,8 @@ async def _sample_load(
     while True:
         await asyncio.sleep(interval)
         rss = me.memory_info().rss
+        if progress.meter is not None:
+            progress.meter.sample()
         progress.driver_peak_rss = max(progress.driver_peak_rss, rss)
         run_dir.sample(
             "load",

@@ -181,3 +181,20 @@ def test_a_model_the_server_lacks_stops_at_the_first_answer(tmp_path, make_serve
     with pytest.raises(TargetRejected, match=r"llama3.* not found.*check --model"):
         _drive(server.url, tmp_path, 100, concurrency=1, health_url=server.url)
     assert len(list(read_jsonl(tmp_path / "requests.jsonl"))) == 1
+
+
+def test_a_result_counts_as_done_only_once_its_line_is_written(tmp_path, make_server):
+    server = make_server(lambda path, body: (200, {}, make_server.completion()))
+    results = tmp_path / "results.jsonl"
+    counted: list[str] = []
+
+    def on_result(custom_id: str, ok: bool) -> None:
+        written = {i for i, _ in read_ids(results)}
+        assert custom_id in written and set(counted) < written
+        counted.append(custom_id)
+
+    run_dir, checkpoint = RunDir(tmp_path), Checkpoint(tmp_path)
+    config = DriverConfig(url=server.url, concurrency=16, health_url=server.url)
+    driver = ClientDriver(config, run_dir, checkpoint, on_result=on_result)
+    stats = asyncio.run(driver.run(_requests(300)))
+    assert stats.done == len(counted) == 300 == len(set(counted))

@@ -1,15 +1,20 @@
-"""Failure classification on real httpx exceptions and responses from a real local server."""
+"""Failure classification on real exceptions and responses from a real local server, through
+both clients that meet them: httpx (readiness, the Batch API) and the driver's own (http.py)."""
 
 from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from harness.driver.errors import classify_exception, classify_response
+from harness.driver.http import HttpClient, Origin
 from harness.net import free_port
 
 
-def _outcome(url: str, timeout: float = 2.0):
+def _httpx_outcome(url: str, timeout: float = 2.0):
     with httpx.Client(timeout=timeout) as client:
         try:
             response = client.post(url, content=b"{}")
@@ -18,19 +23,48 @@ def _outcome(url: str, timeout: float = 2.0):
         return classify_response(response.status_code, response.content, response.headers)
 
 
-def test_success_is_not_a_failure(tiny_server):
-    assert _outcome(tiny_server.url + "/v1/chat/completions") is None
+def _driver_outcome(url: str, timeout: float = 2.0):
+    parts = urlsplit(url)
+
+    async def post():
+        client = HttpClient(
+            Origin(f"{parts.scheme}://{parts.netloc}"), parts.path, timeout_s=timeout
+        )
+        try:
+            response = await client.sender().post(b"{}")
+        except (ConnectionError, TimeoutError) as exc:
+            return classify_exception(exc)
+        finally:
+            await client.aclose()
+        return classify_response(response.status, response.content, response.headers)
+
+    return asyncio.run(post())
 
 
-def test_cuda_out_of_memory_in_a_500_body_is_oom_error(tiny_server):
-    failure = _outcome(tiny_server.url + "/oom")
+@pytest.fixture(params=["httpx", "driver"])
+def client_kind(request):
+    return request.param
+
+
+@pytest.fixture
+def outcome(client_kind):
+    """POST to a URL and classify what came back, with the client under test."""
+    return _httpx_outcome if client_kind == "httpx" else _driver_outcome
+
+
+def test_success_is_not_a_failure(tiny_server, outcome):
+    assert outcome(tiny_server.url + "/v1/chat/completions") is None
+
+
+def test_cuda_out_of_memory_in_a_500_body_is_oom_error(tiny_server, outcome):
+    failure = outcome(tiny_server.url + "/oom")
     assert (failure.cause, failure.status) == ("oom_error", 500)
     assert failure.message.startswith("CUDA out of memory. Tried to allocate 512.00 MiB")
     assert failure.target_down and failure.retryable
 
 
-def test_429_is_rate_limited_with_retry_after(tiny_server):
-    failure = _outcome(tiny_server.url + "/busy")
+def test_429_is_rate_limited_with_retry_after(tiny_server, outcome):
+    failure = outcome(tiny_server.url + "/busy")
     assert (failure.cause, failure.retry_after_s, failure.message) == (
         "rate_limited",
         2.0,
@@ -39,32 +73,32 @@ def test_429_is_rate_limited_with_retry_after(tiny_server):
     assert failure.retryable and not failure.target_down
 
 
-def test_400_is_final(tiny_server):
-    failure = _outcome(tiny_server.url + "/bad")
+def test_400_is_final(tiny_server, outcome):
+    failure = outcome(tiny_server.url + "/bad")
     assert (failure.cause, failure.status, failure.retryable) == ("http_4xx", 400, False)
 
 
-def test_plain_503_is_http_5xx(tiny_server):
-    failure = _outcome(tiny_server.url + "/unavailable")
+def test_plain_503_is_http_5xx(tiny_server, outcome):
+    failure = outcome(tiny_server.url + "/unavailable")
     assert (failure.cause, failure.status, failure.message) == ("http_5xx", 503, "upstream gone")
     assert failure.retryable and not failure.target_down
 
 
 @pytest.mark.parametrize("path", ["/close", "/reset"])
-def test_connection_cut_mid_request_is_connection(tiny_server, path):
-    failure = _outcome(tiny_server.url + path)
+def test_connection_cut_mid_request_is_connection(tiny_server, path, outcome):
+    failure = outcome(tiny_server.url + path)
     assert (failure.cause, failure.status) == ("connection", None)
     assert failure.target_down
 
 
-def test_refused_connection_is_connection():
-    failure = _outcome(f"http://127.0.0.1:{free_port()}/v1/chat/completions")
+def test_refused_connection_is_connection(outcome):
+    failure = outcome(f"http://127.0.0.1:{free_port()}/v1/chat/completions")
     assert failure.cause == "connection"
     assert "ConnectError" in failure.message
 
 
-def test_no_answer_in_time_is_timeout(tiny_server):
-    failure = _outcome(tiny_server.url + "/hang", timeout=0.2)
+def test_no_answer_in_time_is_timeout(tiny_server, outcome):
+    failure = outcome(tiny_server.url + "/hang", timeout=0.2)
     assert (failure.cause, failure.target_down) == ("timeout", False)
 
 
@@ -148,9 +182,9 @@ _REAL_ERRORS = [
 
 
 @pytest.mark.parametrize(("status", "body", "cause"), _REAL_ERRORS)
-def test_real_servers_errors_get_their_own_cause(make_server, status, body, cause):
+def test_real_servers_errors_get_their_own_cause(make_server, status, body, cause, outcome):
     server = make_server(lambda path, _: (status, {}, body))
-    failure = _outcome(server.url + "/v1/chat/completions")
+    failure = outcome(server.url + "/v1/chat/completions")
     assert (failure.cause, failure.status) == (cause, status)
     assert "{" not in failure.message  # the message itself, not the JSON around it
     assert failure.target_down == (cause == "engine_dead")

@@ -62,3 +62,47 @@ def test_twenty_disk_full_stops_then_resume_lose_nothing_and_count_nothing_corru
 def test_checkpoint_reports_the_torn_bytes_it_repaired(tmp_path):
     (tmp_path / "results.jsonl").write_bytes(b'{"custom_id":"a","ok":true}\n{"custom_id":"b"')
     assert Checkpoint(tmp_path).torn_bytes == len(b'{"custom_id":"b"')
+
+
+_DRIVE_UNDER_LIMIT = """
+import asyncio, resource, signal, sys
+from harness.driver.checkpoint import Checkpoint
+from harness.driver.client import ClientDriver, DriverConfig
+from harness.rundir import RunDir, WriteFailed
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+run_dir, url, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+checkpoint = Checkpoint(run_dir)
+done = checkpoint.completed()
+directory = RunDir(run_dir)
+directory.writer("requests.jsonl")  # opened before the limit, as a run's logs are
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+requests = ((f"r{i}", b'{"n":%d}' % i) for i in range(300) if f"r{i}" not in done)
+driver = ClientDriver(DriverConfig(url=url, concurrency=8, health_url=url), directory, checkpoint)
+try:
+    stats = asyncio.run(driver.run(requests))
+except WriteFailed as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+def test_a_full_disk_stops_the_driver_and_a_resume_sends_only_what_is_missing(
+    tmp_path, tiny_server
+):
+    limits = [20_000, 45_000, 1 << 30]  # results.jsonl or requests.jsonl fills up, twice
+    codes = []
+    for limit in limits:
+        done = subprocess.run(
+            [sys.executable, "-c", _DRIVE_UNDER_LIMIT, str(tmp_path), tiny_server.url, str(limit)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        codes.append(done.returncode)
+        assert "Traceback" not in done.stderr, done.stderr
+        for name in ("results.jsonl", "requests.jsonl"):
+            data = (tmp_path / name).read_bytes()
+            assert data.endswith(b"\n") or not data  # whole lines only (or none yet)
+    assert codes == [3, 3, 0]
+    report = verify([f"r{i}" for i in range(300)], tmp_path / "results.jsonl")
+    assert (report["lost"], report["duplicated"], report["corrupt"]) == (0, 0, 0)

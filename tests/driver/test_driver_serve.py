@@ -86,7 +86,8 @@ def test_separate_supervise_and_scale_make_one_record_per_incident(tmp_path, cac
             f"http://127.0.0.1:{port}/health/ready",
             "--no-sample",
             "--",
-            *_serve(port),
+            # a simulated delay keeps traffic going for a few samples after the restart
+            *_serve(port, "--speed", "100"),
         ],
         stderr=subprocess.DEVNULL,
     )

@@ -18,7 +18,7 @@ from harness.rundir import write_json_atomic
 
 MB = 1_000_000
 T0 = 1_700_000_000.0
-CALIBRATION = {"cpu_ops_per_s": 60000.0, "workload": "harness-calibration/1"}
+CALIBRATION = {"requests_per_cpu_s": 6000.0, "workload": "harness-loopback-http/2"}
 
 
 @dataclass

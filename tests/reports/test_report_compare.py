@@ -31,7 +31,7 @@ def summary(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return summarize(load_run(path))
 
 
-def _changed(summary: dict, updates: dict[str, float | None], cpu_ops: float | None = None) -> dict:
+def _changed(summary: dict, updates: dict[str, float | None], speed: float | None = None) -> dict:
     """A copy of the summary with dotted paths replaced (and optionally another calibration)."""
     changed = copy.deepcopy(summary)
     for dotted, value in updates.items():
@@ -40,8 +40,8 @@ def _changed(summary: dict, updates: dict[str, float | None], cpu_ops: float | N
         for key in parents:
             node = node[key]
         node[leaf] = value
-    if cpu_ops is not None:
-        changed["calibration"] = {**changed["calibration"], "cpu_ops_per_s": cpu_ops}
+    if speed is not None:
+        changed["calibration"] = {**changed["calibration"], "requests_per_cpu_s": speed}
     return changed
 
 
@@ -84,7 +84,7 @@ def test_timing_metrics_are_compared_as_ratios_to_the_calibration(summary: dict)
     baseline = make_baseline(summary)
     p95 = summary["latency"]["e2e_s"]["p95"]
     rps = summary["throughput"]["requests_per_s"]
-    base_ops = summary["calibration"]["cpu_ops_per_s"]
+    base_ops = summary["calibration"]["requests_per_cpu_s"]
     # a machine half as fast: latency doubles and throughput halves, and that is not a regression
     slower_machine = _changed(
         summary, {"latency.e2e_s.p95": p95 * 2, "throughput.requests_per_s": rps / 2}, base_ops / 2
@@ -113,7 +113,10 @@ def test_calibration_is_skipped_when_either_side_lacks_it(summary: dict) -> None
     baseline = make_baseline(summary)
     baseline["calibration"] = None
     comparison = compare(summary, baseline)
-    assert comparison.calibration == {"applied": False, "reason": "the baseline has no calibration"}
+    assert comparison.calibration == {
+        "applied": False,
+        "reason": "the baseline has no loopback reference",
+    }
     assert "unnormalised" in comparison.to_markdown()
 
 
@@ -169,7 +172,7 @@ def test_lost_results_and_unexpected_exits_allow_none(summary: dict) -> None:
 
 def test_flatten_keeps_numbers_only(summary: dict) -> None:
     flat = flatten(summary)
-    assert "run.run_id" not in flat and "calibration.cpu_ops_per_s" not in flat
+    assert "run.run_id" not in flat and "calibration.requests_per_cpu_s" not in flat
     assert all(isinstance(value, float) for value in flat.values())
     assert "recovery.per_incident" not in flat  # lists are not metrics
 

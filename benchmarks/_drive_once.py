@@ -1,0 +1,129 @@
+"""One timed pass of a client over a dataset, in its own process; bench_driver.py runs it.
+
+    python benchmarks/_drive_once.py KIND URL DATASET N CONCURRENCY RUN_DIR
+
+KIND: `driver` (this tree's ClientDriver in this process), `old-driver` (an older tree's, when
+PYTHONPATH puts it first, fed as its API was: parsed bodies, asyncio's loop), `processes-K` (K
+driver processes under a ShardPool; CPU counts the pool's and its children's), or `aiohttp` (a
+bare loop posting the same bytes, no checkpoint, logs or retries). Prints one JSON line:
+requests, seconds, CPU seconds, peak RSS, and which tree's code ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import resource
+import sys
+import time
+
+import orjson
+
+
+def main() -> None:
+    kind, url, dataset, n, concurrency, run_dir = sys.argv[1:7]
+    n_requests, workers = int(n), int(concurrency)
+    if kind == "aiohttp":
+        seconds, cpu = _aiohttp(url, dataset, n_requests, workers)
+    elif kind.startswith("processes-"):
+        seconds, cpu = _pool(int(kind.split("-")[1]), url, dataset, n_requests, workers, run_dir)
+    else:
+        seconds, cpu = _driver(kind, url, dataset, n_requests, workers, run_dir)
+    import harness
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(
+        orjson.dumps(
+            {
+                "n": n_requests,
+                "seconds": seconds,
+                "cpu_s": cpu,
+                "peak_rss": peak,
+                "code": os.path.dirname(os.path.dirname(harness.__file__)),
+            }
+        ).decode()
+    )
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its children that have been waited for."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def _pool(processes: int, url: str, dataset: str, n: int, workers: int, run_dir: str):
+    from harness.driver.loop import run
+    from harness.driver.shards import ShardPlan, ShardPool
+
+    driver = {"url": url, "concurrency": workers, "health_url": url + "/health/ready"}
+    plan = ShardPlan(run_dir=run_dir, dataset=dataset, n=n, shards=processes, driver=driver)
+    started, cpu = time.monotonic(), _cpu()
+    stats = run(ShardPool(plan).run())
+    seconds, cpu = time.monotonic() - started, _cpu() - cpu
+    if stats.ok != n:
+        raise SystemExit(f"{processes} processes: {stats.ok} of {n} requests succeeded")
+    return seconds, cpu
+
+
+def _driver(kind: str, url: str, dataset: str, n: int, workers: int, run_dir: str):
+    from harness.driver.checkpoint import Checkpoint
+    from harness.driver.client import ClientDriver, DriverConfig
+    from harness.rundir import RunDir
+
+    directory = RunDir(run_dir)
+    checkpoint = Checkpoint(run_dir)
+    config = DriverConfig(url=url, concurrency=workers, health_url=url + "/health/ready")
+    driver = ClientDriver(config, directory, checkpoint)
+    if kind == "old-driver":  # the API of the driver before issue 15: parsed bodies, asyncio
+        import generators
+
+        requests = itertools.islice(generators.iter_requests(dataset), n)
+        run = asyncio.run
+    else:
+        from harness.driver.loop import run
+        from harness.driver.payloads import pending
+
+        requests = pending(dataset, n)
+    started, cpu = time.monotonic(), _cpu()
+    stats = run(driver.run(requests))
+    seconds, cpu = time.monotonic() - started, _cpu() - cpu
+    checkpoint.close()
+    directory.close()
+    if stats.ok != n:
+        raise SystemExit(f"{kind}: {stats.ok} of {n} requests succeeded")
+    return seconds, cpu
+
+
+def _aiohttp(url: str, dataset: str, n: int, workers: int):
+    import aiohttp
+
+    from harness.driver.payloads import pending
+
+    bodies = [body for _, body in pending(dataset, n)]  # read first: the loop only posts
+
+    async def bare() -> None:
+        connector = aiohttp.TCPConnector(limit=workers)
+        headers = {"content-type": "application/json"}
+        async with aiohttp.ClientSession(url, connector=connector) as session:
+            queue = iter(bodies)
+
+            async def worker() -> None:
+                for body in queue:
+                    async with session.post(
+                        "/v1/chat/completions", data=body, headers=headers
+                    ) as response:
+                        await response.read()
+                        response.raise_for_status()
+
+            await asyncio.gather(*(worker() for _ in range(workers)))
+
+    from harness.driver.loop import run  # the driver's loop (uvloop): the same footing
+
+    started, cpu = time.monotonic(), _cpu()
+    run(bare())
+    return time.monotonic() - started, _cpu() - cpu
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Driver processes sharing a run: each its own checkpoint, one verification over them all,
+exactly once through a SIGKILL of one process, and resumes with another process count."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from harness.driver import payloads
+from harness.driver.checkpoint import Checkpoint, completed_ids, read_ids, results_paths, verify
+from harness.driver.client import ClientDriver, DriverConfig
+from harness.driver.dataset import generated
+from harness.driver.payloads import Share, iter_payloads, pending, request_end, shard_of
+from harness.driver.shards import ShardFailed, ShardPlan, ShardPool, driver_processes
+from harness.errors import UserError
+from harness.rundir import RunDir, read_jsonl
+
+N = 2000
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return generated(N, 3, tmp_path_factory.mktemp("datasets"))[0].path
+
+
+@pytest.fixture
+def slow_server(make_server):
+    """Answers after a few milliseconds, so a run lasts long enough to be killed midway."""
+
+    def route(path: str, body: bytes):
+        if not path.startswith("/health"):
+            time.sleep(0.004)
+        return 200, {}, make_server.completion()
+
+    return make_server(route)
+
+
+def _pool(run_dir: Path, dataset: Path, url: str, shards: int, counted: list[int]) -> ShardPool:
+    plan = ShardPlan(
+        run_dir=str(run_dir),
+        dataset=str(dataset),
+        n=N,
+        shards=shards,
+        driver={"url": url, "concurrency": 8, "health_url": url + "/health"},
+        window_s=0.1,
+    )
+    return ShardPool(plan, on_done=counted.append, event=RunDir(run_dir).event)
+
+
+def _ids(dataset: Path) -> list[str]:
+    return [custom_id for custom_id, _ in iter_payloads(dataset)]
+
+
+def _lines(run_dir: Path) -> int:
+    return sum(1 for path in results_paths(run_dir) for _ in read_ids(path))
+
+
+def test_shares_split_the_requests_exactly_reading_only_their_own_blocks(dataset, monkeypatch):
+    monkeypatch.setattr(payloads, "BLOCK", 64 * 1024)  # many blocks of a small file
+    ids = _ids(dataset)
+    parts = [[c for c, _ in iter_payloads(dataset, share=Share(k, 3))] for k in range(3)]
+    assert sorted(c for part in parts for c in part) == sorted(ids)
+    assert all(len(part) > N // 5 for part in parts)
+    end = request_end(dataset, 100)
+    limited = [c for k in range(3) for c, _ in iter_payloads(dataset, share=Share(k, 3, end))]
+    assert sorted(limited) == sorted(ids[:100])  # the first 100, whoever reads them
+
+
+def test_a_gzipped_dataset_is_split_by_custom_id(dataset, tmp_path):
+    packed = tmp_path / "batch.jsonl.gz"
+    packed.write_bytes(gzip.compress(dataset.read_bytes()))
+    parts = [[c for c, _ in iter_payloads(packed, limit=500, share=Share(k, 2))] for k in (0, 1)]
+    assert sorted(parts[0] + parts[1]) == sorted(_ids(dataset)[:500])
+    assert all(shard_of(c, 2) == k for k, part in enumerate(parts) for c in part)
+    assert request_end(packed, 500) is None
+
+
+def test_a_sigkilled_process_loses_nothing_written_and_a_resume_with_three_finishes(
+    tmp_path, dataset, slow_server
+):
+    counted: list[int] = []
+    pool = _pool(tmp_path, dataset, slow_server.url, 2, counted)
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(pool.run())
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    second = tmp_path / "results-1.jsonl"
+    deadline = time.monotonic() + 60
+    while not (second.exists() and second.stat().st_size > 100_000):
+        assert time.monotonic() < deadline and thread.is_alive(), "no results from process 1"
+        time.sleep(0.01)
+    os.kill(pool.pids[1], signal.SIGKILL)
+    thread.join(60)
+    [error] = outcome
+    assert isinstance(error, ShardFailed) and "driver process 1 died (killed by SIGKILL)" in str(
+        error
+    )
+    # counted only what was written; process 0 finished its share; nothing is there twice
+    assert sum(counted) <= _lines(tmp_path) < N
+    first = verify(_ids(dataset), results_paths(tmp_path))
+    assert first["duplicated"] == first["corrupt"] == 0 and first["lost"] > 0
+    assert {c for c, _ in read_ids(tmp_path / "results.jsonl")} == {
+        c for c, _ in iter_payloads(dataset, share=Share(0, 2))
+    }
+    # the shared logs hold whole lines only: a torn tail is cut before the next append
+    attempts = (tmp_path / "requests.jsonl").read_bytes().splitlines()
+    assert all(orjson.loads(line) for line in attempts[:-1])
+    died = [e for e in read_jsonl(tmp_path / "events.jsonl") if e["kind"] == "driver_process_died"]
+    assert [(e["process"], e["exit"]) for e in died] == [(1, -signal.SIGKILL)]
+
+    before = _lines(tmp_path)
+    counted.clear()
+    stats = asyncio.run(_pool(tmp_path, dataset, slow_server.url, 3, counted).run())
+    assert stats.ok == sum(counted) == N - before  # only what was missing was sent
+    assert [p.name for p in results_paths(tmp_path)] == [
+        "results.jsonl",
+        "results-1.jsonl",
+        "results-2.jsonl",
+    ]
+    final = verify(_ids(dataset), results_paths(tmp_path))
+    assert (final["received"], final["lost"], final["duplicated"], final["corrupt"]) == (N, 0, 0, 0)
+
+
+def test_a_single_process_run_resumed_by_two_and_then_by_one(tmp_path, dataset, tiny_server):
+    run_dir, checkpoint = RunDir(tmp_path), Checkpoint(tmp_path)
+    config = DriverConfig(url=tiny_server.url, concurrency=4, health_url=tiny_server.url)
+    half = list(pending(dataset, N))[: N // 2]
+    asyncio.run(ClientDriver(config, run_dir, checkpoint).run(half))
+    checkpoint.close()
+    # two processes finish it, each sending only its missing share
+    counted: list[int] = []
+    stats = asyncio.run(_pool(tmp_path, dataset, tiny_server.url, 2, counted).run())
+    assert stats.ok == sum(counted) == N - N // 2 and len(completed_ids(tmp_path)) == N
+    ids = Counter(c for path in results_paths(tmp_path) for c, _ in read_ids(path))
+    assert len(ids) == N and set(ids.values()) == {1}
+    # and a resume of a finished run sends nothing
+    assert asyncio.run(_pool(tmp_path, dataset, tiny_server.url, 1, []).run()).done == 0
+
+
+def test_processes_is_a_count_or_auto():
+    assert driver_processes("3") == 3
+    assert 1 <= driver_processes("auto") <= 8
+    with pytest.raises(UserError, match="--processes must be 1 or more"):
+        driver_processes("0")
+    with pytest.raises(UserError, match="give a number of processes or auto"):
+        driver_processes("many")
