@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -30,6 +30,89 @@ EVENTS = "events.jsonl"
 REQUESTS = "requests.jsonl"
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
+
+
+class EventKind:
+    """The `kind` of each events.jsonl record, named once for every producer and reader."""
+
+    # a target's life, as the supervisor records it
+    STARTED: Final = "started"
+    READY: Final = "ready"
+    EXITED: Final = "exited"
+    RESTARTING: Final = "restarting"
+    RECOVERED: Final = "recovered"
+    GAVE_UP: Final = "gave_up"
+    DESCENDANT_KILLED: Final = "descendant_killed"
+    MEMORY_LIMIT_EXCEEDED: Final = "memory_limit_exceeded"
+    # faults and what they did
+    FAULT_INJECTED: Final = "fault_injected"
+    INJECT_FAILED: Final = "inject_failed"
+    OOM_PLANNED: Final = "oom_planned"
+    RESUMED: Final = "resumed"  # a hung target continued (SIGCONT)
+    # samplers
+    SOURCE_UNAVAILABLE: Final = "source_unavailable"
+    # the driver and scale
+    TARGET_DOWN: Final = "target_down"
+    TARGET_READY: Final = "target_ready"
+    DEGRADED: Final = "degraded"
+    RESTORED: Final = "restored"
+    PROGRESS: Final = "progress"
+    CHECKPOINT: Final = "checkpoint"
+    CONTEXT_CHECK: Final = "context_check"
+    VERIFICATION: Final = "verification"
+    BATCH_SUBMITTED: Final = "batch_submitted"
+    BATCH_RESUBMIT: Final = "batch_resubmit"
+    BATCH_LOST: Final = "batch_lost"
+    BATCH_FINISHED: Final = "batch_finished"
+    LOAD_GENERATOR: Final = "load_generator"  # a driver process's own verdict: saturated or not
+    DRIVER_PROCESS_DIED: Final = "driver_process_died"
+    # Locust scenarios
+    BATCH_COMPLETED: Final = "batch_completed"
+    BEHIND_SCHEDULE: Final = "behind_schedule"
+    SCHEDULE_KEPT: Final = "schedule_kept"
+    # a context trim (the reports draw it as a tick)
+    TRIM: Final = "trim"
+
+
+def request_record(
+    *,
+    t: float,
+    t_end: float,
+    custom_id: str,
+    ok: bool,
+    status: int | None,
+    error: str | None,
+    latency_s: float | None,
+    attempt: int,
+    prompt_tokens: int | None = None,
+    output_tokens: int | None = None,
+    ttft_s: float | None = None,
+    itl_mean_s: float | None = None,
+    tpot_s: float | None = None,
+    message: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One requests.jsonl line: the keys every producer writes, then the producer's own extras
+    (e.g. `batch_id`, `scenario`); `message` only on a failure that has one."""
+    record = {
+        "t": t,
+        "t_end": t_end,
+        "id": custom_id,
+        "ok": ok,
+        "status": status,
+        "error": error,
+        "latency_s": latency_s,
+        "ttft_s": ttft_s,
+        "itl_mean_s": itl_mean_s,
+        "tpot_s": tpot_s,
+        "prompt_tokens": prompt_tokens,
+        "output_tokens": output_tokens,
+        "attempt": attempt,
+        **extra,
+    }
+    if message is not None:
+        record["message"] = message
+    return record
 
 
 def utc_iso(t: float | None = None) -> str:

@@ -1,7 +1,9 @@
-"""Human units on the command line: sizes ("512M", "1.5GiB") and durations ("60s", "5m", "0.1")."""
+"""Human units on the command line: sizes ("512M", "1.5GiB"), durations ("60s", "5m", "0.1")
+and speeds ("10", "max")."""
 
 from __future__ import annotations
 
+import math
 import re
 
 from harness.errors import UserError
@@ -28,6 +30,25 @@ def parse_duration(text: str, option: str = "duration") -> float:
         raise UserError(f"{option} {text!r} is not a duration; write e.g. 30s, 5m, 1h or 0.5")
     number, unit = match.groups()
     return float(number) * _SECONDS[unit.lower() if unit else None]
+
+
+def parse_speed(text: str, option: str = "--speed") -> float:
+    """A simulated-latency divisor: a positive factor, or "max" (also "inf") for no delay at all,
+    which is math.inf."""
+    if text.strip().lower() in ("max", "inf", "infinite"):
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise UserError(f"{option} {text!r}: give a positive number or 'max'")
+    return value
+
+
+def format_speed(speed: float) -> str:
+    """A speed as parse_speed reads it back: "max" for no delay, else the factor."""
+    return "max" if math.isinf(speed) else repr(speed)
 
 
 def format_bytes(n: float | None) -> str:

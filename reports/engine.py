@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from harness.rundir import EventKind
+
 if TYPE_CHECKING:
     from reports.rundata import Columns, RunData
 
@@ -127,7 +129,7 @@ def _missing(*canonical: str) -> str:
 
 def restart_times(run: RunData) -> np.ndarray:
     """When a target process started: its counters count from zero after each."""
-    return np.asarray([e["t"] for e in run.events_of("started")], dtype=float)
+    return np.asarray([e["t"] for e in run.events_of(EventKind.STARTED)], dtype=float)
 
 
 def engine_summary(run: RunData) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from harness.rundir import EventKind
 from reports.downsample import downsample
 from reports.engine import has_engine_gauges, preemption_times
 from reports.recovery import STAGES, incidents
@@ -40,15 +41,15 @@ MARKERS: dict[str, tuple[str, str, str]] = {
     "oom_error": ("OOM error", "#ff7f0e", "-"),
     "crash": ("crash", "#8c564b", "-"),
     "exit": ("exit", "#8c564b", "-"),
-    "restarting": ("restart", "#9467bd", "--"),
-    "recovered": ("recovered", "#2ca02c", "--"),
-    "fault_injected": ("fault injected", "#e377c2", ":"),
-    "memory_limit_exceeded": ("memory limit exceeded", "#17becf", "-."),
-    "gave_up": ("gave up restarting", "#000000", "-"),
-    "degraded": ("degraded", "#bcbd22", ":"),
-    "restored": ("restored", "#bcbd22", "-."),
+    EventKind.RESTARTING: ("restart", "#9467bd", "--"),
+    EventKind.RECOVERED: ("recovered", "#2ca02c", "--"),
+    EventKind.FAULT_INJECTED: ("fault injected", "#e377c2", ":"),
+    EventKind.MEMORY_LIMIT_EXCEEDED: ("memory limit exceeded", "#17becf", "-."),
+    EventKind.GAVE_UP: ("gave up restarting", "#000000", "-"),
+    EventKind.DEGRADED: ("degraded", "#bcbd22", ":"),
+    EventKind.RESTORED: ("restored", "#bcbd22", "-."),
 }
-TRIM = "trim"  # frequent: drawn as ticks along the bottom rather than full-height lines
+TRIM = EventKind.TRIM  # frequent: drawn as ticks along the bottom rather than full-height lines
 _STAGE_LABELS = {
     "seconds_to_up": "process up",
     "seconds_to_ready": "ready",
@@ -96,7 +97,7 @@ def event_markers(run: RunData) -> dict[str, list[float]]:
     markers: dict[str, list[float]] = {}
     for event in run.events:
         kind = event["kind"]
-        if kind == "exited":
+        if kind == EventKind.EXITED:
             cause = event.get("cause")
             if cause == "stopped":
                 continue

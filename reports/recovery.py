@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.rundir import EventKind
+
 STAGES = ("seconds_to_up", "seconds_to_ready", "seconds_to_first_success")
 # An exit this soon after a `fault_injected` event is the fault's doing, not a surprise.
 FAULT_WINDOW_S = 10.0
@@ -22,19 +24,19 @@ def incidents(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     last_fault_t = -np.inf
     for event in events:
         kind, t = event.get("kind"), event["t"]
-        if kind == "fault_injected":
+        if kind == EventKind.FAULT_INJECTED:
             last_fault_t = t
-        elif kind == "exited" and event.get("cause") not in ("stopped", "completed"):
+        elif kind == EventKind.EXITED and event.get("cause") not in ("stopped", "completed"):
             if open_ is not None:
                 open_["note"] = "died again before recovering"
             injected = bool(event.get("injected")) or t - last_fault_t <= FAULT_WINDOW_S
             open_ = _incident(t, event.get("cause"), injected, event)
             found.append(open_)
-        elif kind == "started" and open_ is not None and open_["seconds_to_up"] is None:
+        elif kind == EventKind.STARTED and open_ is not None and open_["seconds_to_up"] is None:
             open_["seconds_to_up"] = t - open_["death_t"]
-        elif kind == "ready" and open_ is not None and open_["seconds_to_ready"] is None:
+        elif kind == EventKind.READY and open_ is not None and open_["seconds_to_ready"] is None:
             open_["seconds_to_ready"] = t - open_["death_t"]
-        elif kind == "recovered":
+        elif kind == EventKind.RECOVERED:
             if open_ is None:  # its `exited` line was lost (e.g. torn): keep what this one says
                 open_ = _incident(event.get("death_t", t), None, False, {})
                 found.append(open_)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.rundir import utc_iso
+from harness.rundir import EventKind, utc_iso
 from reports.engine import engine_summary
 from reports.leak import leak_check
 from reports.recovery import incidents, recovery_summary
@@ -23,7 +23,7 @@ SCHEMA = "harness-summary/1"
 CPU_SATURATED_PERCENT = 90.0
 CPU_SATURATED_SHARE = 0.05
 _PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
-_DEATH_KINDS = ("exited", "started")
+_DEATH_KINDS = (EventKind.EXITED, EventKind.STARTED)
 
 DEFINITIONS = {
     "e2e_s": "request sent -> last byte, successful requests only",
@@ -343,16 +343,16 @@ def _event_counts(run: RunData, found: list[dict[str, Any]]) -> dict[str, Any]:
         "oom_errors": causes.count("oom_error"),
         "crashes": causes.count("crash"),
         "unexpected_exits": sum(1 for item in found if not item.get("injected")),
-        "restarts": counts.get("restarting", 0),
-        "faults_injected": counts.get("fault_injected", 0),
-        "memory_limit_exceeded": counts.get("memory_limit_exceeded", 0),
-        "trims": max(counts.get("trim", 0), int(trims_metric or 0)),
+        "restarts": counts.get(EventKind.RESTARTING, 0),
+        "faults_injected": counts.get(EventKind.FAULT_INJECTED, 0),
+        "memory_limit_exceeded": counts.get(EventKind.MEMORY_LIMIT_EXCEEDED, 0),
+        "trims": max(counts.get(EventKind.TRIM, 0), int(trims_metric or 0)),
     }
 
 
 def _results(run: RunData) -> dict[str, Any] | None:
     """Lost/duplicated results as the producer verified them (a `verification` event wins)."""
-    verified = run.events_of("verification")
+    verified = run.events_of(EventKind.VERIFICATION)
     if verified:
         block, source = verified[-1], "events.jsonl verification"
     else:
@@ -371,7 +371,7 @@ def _load_generator(run: RunData, warnings: list[str]) -> dict[str, Any] | None:
     (`load_generator` events: event-loop lag, loop-thread CPU, schedule lag)."""
     load = run.samples.get("load")
     cpu = None if load is None else load.get("cpu_percent")
-    verdicts = run.events_of("load_generator")
+    verdicts = run.events_of(EventKind.LOAD_GENERATOR)
     if cpu is None and not verdicts:
         return None
     figures: dict[str, Any] = {

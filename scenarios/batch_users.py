@@ -20,6 +20,7 @@ from harness.driver.errors import HTTP_5XX, Failure
 from harness.locust.batch import TERMINAL_STATUSES, batch_file, check_results, multipart
 from harness.locust.failures import RequestFailed, of_response
 from harness.locust.users import LLMUser
+from harness.rundir import EventKind
 
 
 class BatchJobError(Exception):
@@ -59,7 +60,7 @@ class BatchJobUser(LLMUser):
             else:
                 check = check_results(sent, output, errors)
                 self.run.log.event(
-                    "batch_completed",
+                    EventKind.BATCH_COMPLETED,
                     batch_id=batch["id"],
                     requests=len(sent),
                     succeeded=check.succeeded,

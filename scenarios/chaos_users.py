@@ -26,6 +26,7 @@ from harness.locust.context import SHARED_ADMIN_TOKEN, SHARED_SUPERVISED
 from harness.locust.options import CHAOS_USER, chaos_requested
 from harness.locust.protocol import encode_chat
 from harness.locust.users import LLMUser
+from harness.rundir import EventKind
 
 logger = logging.getLogger(__name__)
 
@@ -82,4 +83,4 @@ class OOMRecoveryUser(LLMUser):
         if recovery.first_success_t is None:
             logger.error(f"{CHAOS_USER}: the target did not serve again after the OOM")
         if not self.run.shared(SHARED_SUPERVISED):  # the supervisor records the embedded server's
-            self.run.log.event("recovered", source="client", **recovery.event_fields())
+            self.run.log.event(EventKind.RECOVERED, source="client", **recovery.event_fields())

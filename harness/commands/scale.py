@@ -7,9 +7,11 @@ import os
 from typing import Any
 
 from harness.commands.gen import parse_count
+from harness.driver.shards import driver_processes
 from harness.errors import UserError
 from harness.scale import MODES, ScaleConfig, resume_scale, run_ladder, run_scale
 from harness.supervision.victim import parse_victim
+from harness.units import parse_speed
 
 
 def register(subparsers: Any) -> None:
@@ -80,10 +82,18 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--speed",
-        type=_speed,
         help="embedded server: divide its simulated latency by this (default: max, no delay)",
     )
-    parser.add_argument("--concurrency", type=int, help="requests in flight (default 64)")
+    parser.add_argument(
+        "--concurrency", type=int, help="requests in flight, in all processes (default 64)"
+    )
+    parser.add_argument(
+        "--processes",
+        type=_processes,
+        metavar="N|auto",
+        help="client mode: driver processes sharing the run, each with its own checkpoint "
+        "(auto: half the CPUs, at most 8; default 1)",
+    )
     parser.add_argument(
         "--chunk-size", type=parse_count, help="batch-api: requests per batch (default 5000)"
     )
@@ -166,14 +176,15 @@ def run(args: argparse.Namespace) -> int:
             fixed.append("serve")
         if fixed or args.server_arg:
             raise UserError(
-                "--resume finishes a run with its own settings; only --concurrency, --target, "
-                "--api-key-env and --no-report may change (drop "
+                "--resume finishes a run with its own settings; only --concurrency, --processes, "
+                "--target, --api-key-env and --no-report may change (drop "
                 + ", ".join(f"--{n.replace('_', '-')}" for n in fixed or ["server-arg"])
                 + ")"
             )
         outcome = resume_scale(
             args.resume,
             concurrency=args.concurrency,
+            processes=args.processes,
             target=args.target,
             api_key=_api_key(args),
             report=False if args.no_report else None,
@@ -202,8 +213,9 @@ def _config(args: argparse.Namespace) -> ScaleConfig:
         "seed": args.seed,
         "oom_at": args.oom_at,
         "victim": args.victim,
-        "speed": args.speed,
+        "speed": None if args.speed is None else parse_speed(args.speed),
         "concurrency": args.concurrency,
+        "processes": args.processes,
         "chunk_size": args.chunk_size,
         "model": args.model,
         "api_key": api_key,
@@ -229,6 +241,13 @@ def _api_key(args: argparse.Namespace) -> str | None:
     return api_key
 
 
+def _processes(text: str) -> int:
+    try:
+        return driver_processes(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _sizes(text: str) -> list[int]:
     sizes = [parse_count(part) for part in text.split(",") if part.strip()]
     if any(n <= 0 for n in sizes):
@@ -251,17 +270,3 @@ def _points(text: str) -> tuple[float, ...]:
             raise argparse.ArgumentTypeError(f"{part!r} must lie strictly between 0% and 100%")
         points.append(value)
     return tuple(points)
-
-
-def _speed(text: str) -> float | None:
-    if text.strip().lower() in ("max", "inf"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--speed {text!r}: write a factor (e.g. 10) or max"
-        ) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"--speed {text!r} must be positive")
-    return value

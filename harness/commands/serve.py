@@ -6,29 +6,36 @@ import argparse
 import ipaddress
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from harness.errors import UserError
-
-if TYPE_CHECKING:
-    from harness.server.config import ConnectionLimits
+from harness.server.config import HOST_MEMORY_RATIO, ConnectionLimits, MiB, ServerConfig
+from harness.server.context import STRATEGIES
+from harness.units import format_speed, parse_speed
 
 _GIB = 1024**3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    # Every default comes from ServerConfig (and the policies it holds), not from here.
+    config = ServerConfig()
+    context = config.context
+    limits = config.limits
     parser = subparsers.add_parser(
         "serve",
         help="run the reference inference server (simulated GPU, OpenAI + Ollama APIs)",
         description=(
             "A self-contained OpenAI/Ollama-compatible server that simulates GPU memory, latency "
-            "and OOM, with a persistent Batch API. Binds 127.0.0.1:8000 by default."
+            f"and OOM, with a persistent Batch API. Binds {config.host}:{config.port} by default."
         ),
     )
     add = parser.add_argument
-    add("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
-    add("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    add("--profile", default=None, help="simulated model + GPU (see --list-profiles)")
+    add("--host", default=config.host, help="loopback address to bind (default %(default)s)")
+    add("--port", type=int, default=config.port, help="port (default %(default)s; 0: a free one)")
+    add(
+        "--profile",
+        default=config.profile.name,
+        help="simulated model + GPU (default %(default)s; see --list-profiles)",
+    )
     add(
         "--set",
         action="append",
@@ -39,13 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--list-profiles", action="store_true", help="print the profiles and exit")
     add(
         "--speed",
-        default="1",
-        help="divide every simulated delay by this factor; 'max' = no delay (default 1)",
+        default=format_speed(config.speed),
+        help="divide every simulated delay by this factor; 'max' = no delay (default %(default)s)",
     )
     add(
         "--oom",
         choices=("error", "kill"),
-        default="error",
+        default=config.oom,
         help="on simulated OOM: answer 500 with CUDA's message and go on (error), "
         "or die of SIGKILL like the kernel OOM killer (kill)",
     )
@@ -57,9 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add(
         "--host-memory-ratio",
         type=float,
-        default=1 / 16,
+        default=HOST_MEMORY_RATIO,
         metavar="R",
-        help="bytes of host RAM held per byte of simulated KV cache (default 0.0625)",
+        help="bytes of host RAM held per byte of simulated KV cache (default %(default)s)",
     )
     add("--data-dir", type=Path, default=None, help="where files and batches persist")
     add("--api-key", default=os.environ.get("HARNESS_API_KEY"), help="require this bearer key")
@@ -71,9 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add(
         "--load-time",
         type=float,
-        default=0.0,
+        default=config.load_time_s,
         metavar="SECONDS",
-        help="simulated model load; /health/ready answers 503 until it ends (default 0)",
+        help="simulated model load; /health/ready answers 503 until it ends (default %(default)s)",
     )
     add(
         "--served-model-name",
@@ -84,90 +91,105 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add(
         "--context-strategy",
-        choices=("sliding_window", "importance", "hybrid", "aggressive"),
-        default="hybrid",
-        help="how running contexts are trimmed (default hybrid)",
+        choices=STRATEGIES,
+        default=context.strategy,
+        help="how running contexts are trimmed (default %(default)s)",
     )
-    add("--trim-every", type=int, default=50, metavar="N", help="trim every N requests (0: never)")
+    add(
+        "--trim-every",
+        type=int,
+        default=context.trim_every,
+        metavar="N",
+        help="trim every N requests (0: never; default %(default)s)",
+    )
     add(
         "--trim-threshold",
         type=float,
-        default=0.875,
+        default=context.threshold,
         metavar="F",
-        help="trim when a context passes this share of the context limit (default 0.875)",
+        help="trim when a context passes this share of the context limit (default %(default)s)",
     )
     add(
         "--vram-warning",
         type=float,
-        default=0.90,
+        default=context.vram_warning,
         metavar="F",
-        help="trim aggressively when simulated VRAM passes this share (default 0.90)",
+        help="trim aggressively when simulated VRAM passes this share (default %(default)s)",
     )
-    add("--max-body-mb", type=float, default=32, help="JSON body limit in MiB (default 32)")
-    add("--max-file-mb", type=float, default=8192, help="upload limit in MiB (default 8192)")
+    add(
+        "--max-body-mb",
+        type=float,
+        default=config.max_body_bytes / MiB,
+        help="JSON body limit in MiB (default %(default)g)",
+    )
+    add(
+        "--max-file-mb",
+        type=float,
+        default=config.max_file_bytes / MiB,
+        help="upload limit in MiB (default %(default)g)",
+    )
     add(
         "--max-connections",
         type=int,
         default=None,
         metavar="N",
         help="open connections at most (idle ones are closed first, then 503; "
-        "default 4096, lowered to fit ulimit -n)",
+        f"default {limits.max_connections}, lowered to fit ulimit -n)",
     )
     add(
         "--timeout-keep-alive",
         type=float,
         default=None,
         metavar="S",
-        help="close a connection idle this long after a response (default 5)",
+        help="close a connection idle this long after a response "
+        f"(default {limits.keep_alive_s:g})",
     )
     add(
         "--header-timeout",
         type=float,
         default=None,
         metavar="S",
-        help="a request head must arrive within this (default 10; else 408)",
+        help="a request head must arrive within this "
+        f"(default {limits.header_timeout_s:g}; else 408)",
     )
     add(
         "--body-timeout",
         type=float,
         default=None,
         metavar="S",
-        help="a body gets this long plus 1 s per 64 KiB received (default 30; else 408)",
+        help=f"a body gets this long plus 1 s per {limits.min_body_rate // 1024} KiB received "
+        f"(default {limits.body_timeout_s:g}; else 408)",
     )
     add(
         "--batch-window-seconds",
         type=float,
-        default=24 * 3600.0,
+        default=config.batch_window_s,
         metavar="S",
-        help="how long a batch's '24h' completion window lasts here (default 86400; "
+        help="how long a batch's '24h' completion window lasts here (default %(default)g; "
         "shorter to test expiry)",
     )
-    add("--seed", type=int, default=0, help="seed of the injected error-rate fault")
+    add("--seed", type=int, default=config.seed, help="seed of the injected error-rate fault")
     add("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     add("--access-log", action="store_true", help="log every request (slower)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.server import DEFAULT_PROFILE, PROFILES, ServerConfig, serve
-    from harness.server.config import MiB, default_data_dir
+    from harness.server import PROFILES, serve
+    from harness.server.config import default_data_dir
     from harness.server.context import ContextPolicy
-    from harness.server.simulator import parse_speed
 
     if args.list_profiles:
         _print_profiles(PROFILES)
         return 0
-    name = args.profile or DEFAULT_PROFILE
+    name = args.profile
     if name not in PROFILES:
         raise UserError(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}")
     try:
         profile = PROFILES[name].with_overrides(dict(_pair(s) for s in args.set))
     except ValueError as exc:
         raise UserError(f"--set: {exc}") from None
-    try:
-        speed = parse_speed(args.speed)
-    except ValueError:
-        raise UserError(f"--speed {args.speed!r}: give a positive number or 'max'") from None
+    speed = parse_speed(args.speed)
     _check_loopback(args.host)
     _check_share("--trim-threshold", args.trim_threshold)
     _check_share("--vram-warning", args.vram_warning)
@@ -207,8 +229,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _limits(args: argparse.Namespace) -> ConnectionLimits:
     """ConnectionLimits' defaults, with the flags given on top."""
-    from harness.server.config import ConnectionLimits
-
     chosen = {
         "max_connections": args.max_connections,
         "keep_alive_s": args.timeout_keep_alive,

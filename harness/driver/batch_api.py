@@ -28,7 +28,7 @@ from harness.driver.degrade import Degrader
 from harness.driver.errors import CONNECTION, OOM_ERROR, classify_exception, classify_response
 from harness.driver.ready import Readiness, detect_health_url, httpx_probe
 from harness.errors import UserError
-from harness.rundir import REQUESTS, RunDir
+from harness.rundir import REQUESTS, EventKind, RunDir, request_record
 
 _FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 _BLOCK = 1 << 20
@@ -182,7 +182,7 @@ class BatchApiDriver:
                 self._chunks.remove(chunk)
                 return
             self.run_dir.event(
-                "batch_resubmit", chunk=chunk.index, missing=missing, round=round_ + 1
+                EventKind.BATCH_RESUBMIT, chunk=chunk.index, missing=missing, round=round_ + 1
             )
         await self._fail_missing(chunk)
         self._chunks.remove(chunk)
@@ -265,7 +265,7 @@ class BatchApiDriver:
         batch = self._json(response, "batch creation")
         chunk.submitted_t, chunk.submitted_mono = time.time(), time.monotonic()
         self.run_dir.event(
-            "batch_submitted",
+            EventKind.BATCH_SUBMITTED,
             batch_id=batch["id"],
             file_id=file_id,
             chunk=chunk.index,
@@ -280,7 +280,7 @@ class BatchApiDriver:
         while True:
             response = await self._call("GET", f"/v1/batches/{batch_id}")
             if response.status_code == 404:
-                self.run_dir.event("batch_lost", batch_id=batch_id, chunk=chunk.index)
+                self.run_dir.event(EventKind.BATCH_LOST, batch_id=batch_id, chunk=chunk.index)
                 return None
             batch = self._json(response, "batch status")
             counts = batch.get("request_counts") or {}
@@ -293,7 +293,7 @@ class BatchApiDriver:
                 delay = self.config.poll_initial_s
             if batch.get("status") in _FINAL:
                 self.run_dir.event(
-                    "batch_finished",
+                    EventKind.BATCH_FINISHED,
                     batch_id=batch_id,
                     chunk=chunk.index,
                     status=batch.get("status"),
@@ -360,22 +360,19 @@ class BatchApiDriver:
             )
         usage = (body or {}).get("usage") or {} if isinstance(body, dict) else {}
         self._requests_log.write(
-            {
-                "t": chunk.submitted_t,
-                "t_end": finished,
-                "id": custom_id,
-                "ok": failure is None,
-                "status": status,
-                "error": None if failure is None else failure.cause,
-                "latency_s": None,  # the server schedules a batch; per-request timing is its own
-                "ttft_s": None,
-                "itl_mean_s": None,
-                "tpot_s": None,
-                "prompt_tokens": usage.get("prompt_tokens"),
-                "output_tokens": usage.get("completion_tokens"),
-                "attempt": round_,
-                "batch_id": record.get("id"),
-            }
+            request_record(
+                t=chunk.submitted_t,
+                t_end=finished,
+                custom_id=custom_id,
+                ok=failure is None,
+                status=status,
+                error=None if failure is None else failure.cause,
+                latency_s=None,  # the server schedules a batch; per-request timing is its own
+                prompt_tokens=usage.get("prompt_tokens"),
+                output_tokens=usage.get("completion_tokens"),
+                attempt=round_,
+                batch_id=record.get("id"),
+            )
         )
         self.stats.attempts += 1
         if failure is not None:

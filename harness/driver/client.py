@@ -37,10 +37,10 @@ from harness.driver.errors import (
 )
 from harness.driver.http import HttpClient, Origin, Response, Sender, status_probe
 from harness.driver.journal import Journal
-from harness.driver.monitor import LOAD_GENERATOR, LoopMonitor
+from harness.driver.monitor import LoopMonitor
 from harness.driver.ready import Readiness, detect_health_url
 from harness.errors import UserError
-from harness.rundir import REQUESTS, RunDir
+from harness.rundir import REQUESTS, EventKind, RunDir, request_record
 
 # (custom_id, body): the body's JSON bytes as sent (payloads.py), or a dict to encode
 Request = tuple[str, bytes | dict[str, Any]]
@@ -189,7 +189,9 @@ class ClientDriver:
                     if future.done() and not future.cancelled():
                         future.exception()
                 self._journal.flush()  # what finished before the end or the error is kept
-                self.run_dir.event(LOAD_GENERATOR, pid=os.getpid(), **self.monitor.verdict())
+                self.run_dir.event(
+                    EventKind.LOAD_GENERATOR, pid=os.getpid(), **self.monitor.verdict()
+                )
                 await self._ready.close()
                 self.stats.outages = self._ready.outages
                 self.stats.seconds = time.monotonic() - started
@@ -283,23 +285,20 @@ class ClientDriver:
             body = _parsed(response.content)
             if isinstance(body, dict):
                 usage = body.get("usage") or {}
-        record = {
-            "t": sent,
-            "t_end": finished,
-            "id": custom_id,
-            "ok": failure is None,
-            "status": None if response is None else response.status,
-            "error": None if failure is None else failure.cause,
-            "latency_s": round(finished - sent, 6),
-            "ttft_s": None,
-            "itl_mean_s": None,
-            "tpot_s": None,
-            "prompt_tokens": usage.get("prompt_tokens"),
-            "output_tokens": usage.get("completion_tokens"),
-            "attempt": attempt,
-        }
+        record = request_record(
+            t=sent,
+            t_end=finished,
+            custom_id=custom_id,
+            ok=failure is None,
+            status=None if response is None else response.status,
+            error=None if failure is None else failure.cause,
+            latency_s=round(finished - sent, 6),
+            prompt_tokens=usage.get("prompt_tokens"),
+            output_tokens=usage.get("completion_tokens"),
+            attempt=attempt,
+            message=None if failure is None else failure.message,
+        )
         if failure is not None:
-            record["message"] = failure.message
             self.stats.failures[failure.cause] += 1
         self.stats.attempts += 1
         self._journal.attempt(record)

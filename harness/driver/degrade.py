@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from harness.rundir import EventKind
+
 EventSink = Callable[..., Any]
 
 
@@ -65,7 +67,7 @@ class Degrader:
             self.chunk_size = max(min(self.min_chunk_size, self.chunk_size), self.chunk_size // 2)
         if (self.concurrency, self.chunk_size) == before:
             return False
-        self._emit("degraded", cause=cause)
+        self._emit(EventKind.DEGRADED, cause=cause)
         return True
 
     def succeeded(self) -> None:
@@ -79,7 +81,7 @@ class Degrader:
         self.concurrency = min(self.max_concurrency, self.concurrency + self.restore_step)
         if self.chunk_size is not None and self.max_chunk_size is not None:
             self.chunk_size = min(self.max_chunk_size, self.chunk_size * 2)
-        self._emit("restored", full=not self.degraded)
+        self._emit(EventKind.RESTORED, full=not self.degraded)
 
     def _emit(self, kind: str, **fields: Any) -> None:
         for listener in self._listeners:

@@ -13,18 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.rundir import EVENTS, REQUESTS, RunDir, read_jsonl
+from harness.rundir import EVENTS, REQUESTS, EventKind, RunDir, read_jsonl
 
 # What the supervisor records of a target's life, copied as they are (with source: supervisor).
 _LIFECYCLE = frozenset(
     {
-        "fault_injected",
-        "exited",
-        "restarting",
-        "started",
-        "ready",
-        "gave_up",
-        "memory_limit_exceeded",
+        EventKind.FAULT_INJECTED,
+        EventKind.EXITED,
+        EventKind.RESTARTING,
+        EventKind.STARTED,
+        EventKind.READY,
+        EventKind.GAVE_UP,
+        EventKind.MEMORY_LIMIT_EXCEEDED,
     }
 )
 _NOT_A_DEATH = frozenset({"stopped", "completed"})
@@ -46,7 +46,7 @@ def import_supervisor_incidents(supervisor_dir: Path, run_dir: RunDir, since_t: 
         run_dir.event(event["kind"], t=event["t"], source="supervisor", **fields)
         recovered = timed.get(id(event))
         if recovered is not None and recovered["serving"]:
-            run_dir.event("recovered", **recovered["fields"])
+            run_dir.event(EventKind.RECOVERED, **recovered["fields"])
     return len(deaths)
 
 
@@ -56,11 +56,11 @@ def _deaths(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     deaths: list[dict[str, Any]] = []
     for event in events:
         kind = event["kind"]
-        if kind == "exited" and event.get("cause") not in _NOT_A_DEATH:
+        if kind == EventKind.EXITED and event.get("cause") not in _NOT_A_DEATH:
             deaths.append({"exited": event, "closing": event, "up_t": None, "ready_t": None})
-        elif deaths and kind == "started" and deaths[-1]["up_t"] is None:
+        elif deaths and kind == EventKind.STARTED and deaths[-1]["up_t"] is None:
             deaths[-1].update(up_t=event["t"], closing=event)
-        elif deaths and kind == "ready" and deaths[-1]["ready_t"] is None:
+        elif deaths and kind == EventKind.READY and deaths[-1]["ready_t"] is None:
             deaths[-1].update(ready_t=event["t"], closing=event)
     return deaths
 

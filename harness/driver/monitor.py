@@ -22,7 +22,6 @@ WINDOW_S = 0.5
 BUSY_LIMIT = 0.9  # share of wall time the loop thread spent on CPU
 LAG_LIMIT_S = DEFAULT_LAG_LIMIT_S  # p99 lag of the loop's wake-ups within a window
 SATURATED_SHARE = 0.1
-LOAD_GENERATOR = "load_generator"  # the event of a verdict: one per driver process and run
 
 
 @dataclass

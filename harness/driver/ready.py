@@ -13,6 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from harness.rundir import EventKind
+
 _PROBES = ("/health/ready", "/health", "/v1/models")
 
 # probe(url, timeout_s): the status a GET of url answers, None when nothing answered in time.
@@ -106,7 +108,7 @@ class Readiness:
             return
         self.outages += 1
         if self._event is not None:
-            self._event("target_down", cause=cause, health_url=self.health_url)
+            self._event(EventKind.TARGET_DOWN, cause=cause, health_url=self.health_url)
         if self._on_outage is not None:
             self._on_outage(cause, sent_mono)
         delay = self._poll_initial_s
@@ -119,7 +121,7 @@ class Readiness:
             await asyncio.sleep(delay)
             delay = min(self._poll_max_s, delay * 1.5)
         if self._event is not None and self._error is None:
-            self._event("target_ready", waited_s=round(time.monotonic() - started, 3))
+            self._event(EventKind.TARGET_READY, waited_s=round(time.monotonic() - started, 3))
         self._up.set()
 
     async def close(self) -> None:

@@ -34,7 +34,7 @@ from harness.driver.journal import FLUSH_INTERVAL_S
 from harness.driver.payloads import request_end
 from harness.driver.ready import TargetUnavailable
 from harness.errors import UserError
-from harness.rundir import WriteFailed
+from harness.rundir import EventKind, WriteFailed
 
 _ENV = "HARNESS_DRIVER_SHARD"  # a child's plan: the environment, as it may hold the API key
 MAX_AUTO = 8
@@ -210,7 +210,7 @@ class ShardPool:
             how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
             child.final = {"error": f"driver process {child.index} died ({how})", "kind": "died"}
             if self._event is not None:
-                self._event("driver_process_died", process=child.index, exit=code)
+                self._event(EventKind.DRIVER_PROCESS_DIED, process=child.index, exit=code)
         if child.final and child.final.get("kind") in ("TargetRejected", "TargetUnavailable"):
             for other in self._children:  # the target refuses them all: stop the others too
                 if other is not child and other.process.returncode is None:

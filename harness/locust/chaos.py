@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import orjson
-
+from harness.admin_faults import FaultRefused, post_fault
+from harness.rundir import EventKind
 from harness.supervision.supervisor import TARGET_FILE
 
 if TYPE_CHECKING:
@@ -63,24 +63,14 @@ def inject_oom(run: RunContext, host: str, token: str) -> bool:
     marks that death as injected.
     """
     target = (run.run_dir.read_json(TARGET_FILE) if run.run_dir is not None else None) or {}
-    run.log.event("fault_injected", fault="oom", by="OOMRecoveryUser", pid=target.get("pid"))
-    try:
-        answer = _post_fault(host, token, {"fault": "oom"})
-    except urllib.error.HTTPError as exc:
-        raise InjectionFailed(f"POST /admin/faults was refused: {exc}") from None
-    except OSError:
-        return True  # the connection broke: it died before answering
-    return answer.get("mode") == "kill"
-
-
-def _post_fault(host: str, token: str, fault: dict) -> dict:
-    request = urllib.request.Request(
-        f"{host.rstrip('/')}/admin/faults",
-        data=orjson.dumps(fault),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    run.log.event(
+        EventKind.FAULT_INJECTED, fault="oom", by="OOMRecoveryUser", pid=target.get("pid")
     )
-    with _OPENER.open(request, timeout=5.0) as response:
-        return orjson.loads(response.read())
+    try:
+        answer = post_fault(host, token, {"fault": "oom"}, timeout_s=5.0)
+    except FaultRefused as exc:
+        raise InjectionFailed(str(exc)) from None
+    return answer is None or answer.get("mode") == "kill"  # None: it died before answering
 
 
 @dataclass(frozen=True)

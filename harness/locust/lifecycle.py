@@ -44,7 +44,7 @@ from harness.locust.records import RunLog
 from harness.locust.shape import LoadShape
 from harness.locust.target import EmbeddedTarget
 from harness.net import is_loopback_url, listening_pid
-from harness.rundir import MANIFEST, RunDir, utc_iso
+from harness.rundir import MANIFEST, EventKind, RunDir, utc_iso
 from harness.supervision.samplers import LoadSampler, SamplerLoop, start_sampling
 from harness.supervision.supervisor import ADMIN_TOKEN_ENV
 
@@ -189,7 +189,8 @@ def _report_schedule(context: RunContext) -> None:
     """The test's schedule lag as an event (`behind_schedule` or `schedule_kept`) and a line."""
     context.schedule_pending = False
     verdict = context.log.lag.verdict(context.settings.schedule_lag_limit)
-    context.log.event("behind_schedule" if verdict["behind"] else "schedule_kept", **verdict)
+    kind = EventKind.BEHIND_SCHEDULE if verdict["behind"] else EventKind.SCHEDULE_KEPT
+    context.log.event(kind, **verdict)
     if not verdict["arrivals"]:
         logger.warning("Open loop: no scheduled request finished")
         return

@@ -13,7 +13,6 @@ into their stats entries directly rather than fired as request events, so Locust
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import gevent
 import orjson
@@ -43,6 +42,7 @@ from harness.locust.protocol import (
     read_sse_line,
 )
 from harness.locust.timing import StreamClock, StreamMetrics
+from harness.rundir import request_record
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _BACKOFF_FIRST_S = 0.05
@@ -134,30 +134,29 @@ class LLMUser(FastHttpUser):
         metrics: StreamMetrics,
     ) -> None:
         ok = failure is None
-        line: dict[str, Any] = {
-            "t": t,
-            "t_end": t + metrics.e2e_s,
-            "id": custom_id,
-            "ok": ok,
-            "status": status or None,
-            "error": None if ok else failure.cause,
-            "latency_s": metrics.e2e_s,
-            "ttft_s": metrics.ttft_s if ok else None,
-            "itl_mean_s": metrics.itl_mean_s if ok else None,
-            "tpot_s": metrics.tpot_s if ok else None,
-            "prompt_tokens": metrics.prompt_tokens,
-            "output_tokens": metrics.output_tokens,
-            "attempt": 1,
-            "scenario": type(self).__name__,
-            "endpoint": name,
-            "scheduled_t": due_t,
-            "schedule_lag_s": None if due_t is None else t - due_t,
-            "scheduled_latency_s": None if due_t is None else t + metrics.e2e_s - due_t,
-        }
+        line = request_record(
+            t=t,
+            t_end=t + metrics.e2e_s,
+            custom_id=custom_id,
+            ok=ok,
+            status=status or None,
+            error=None if ok else failure.cause,
+            latency_s=metrics.e2e_s,
+            ttft_s=metrics.ttft_s if ok else None,
+            itl_mean_s=metrics.itl_mean_s if ok else None,
+            tpot_s=metrics.tpot_s if ok else None,
+            prompt_tokens=metrics.prompt_tokens,
+            output_tokens=metrics.output_tokens,
+            attempt=1,
+            message=None if ok else short_message(failure.message),
+            scenario=type(self).__name__,
+            endpoint=name,
+            scheduled_t=due_t,
+            schedule_lag_s=None if due_t is None else t - due_t,
+            scheduled_latency_s=None if due_t is None else t + metrics.e2e_s - due_t,
+        )
         if stream:
             line["token_basis"] = metrics.token_basis
-        if not ok:
-            line["message"] = short_message(failure.message)
         self.run.log.request(line)
         stats = self.environment.stats
         if due_t is not None:

@@ -11,6 +11,7 @@ from harness.server.context import ContextPolicy
 from harness.server.simulator import DEFAULT_PROFILE, PROFILES, Profile
 
 MiB = 1024**2
+HOST_MEMORY_RATIO = 1 / 16  # with --host-memory: bytes of host RAM held per byte of KV cache
 
 
 def default_data_dir() -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 import random
 import time
 from collections import deque
@@ -573,13 +572,3 @@ class Running(KvHolder):
     def raise_failure(self) -> None:
         if self.failure is not None:
             raise self.failure
-
-
-def parse_speed(text: str) -> float:
-    """--speed: a positive factor, or "max" for no simulated delay at all."""
-    if text.strip().lower() in ("max", "inf", "infinite"):
-        return math.inf
-    value = float(text)
-    if not value > 0:
-        raise ValueError("speed must be positive")
-    return value

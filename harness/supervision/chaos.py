@@ -23,9 +23,10 @@ import httpx
 import orjson
 import psutil
 
+from harness.admin_faults import post_fault
 from harness.errors import UserError
-from harness.net import require_loopback_url
-from harness.rundir import EVENTS, RunDir
+from harness.net import require_loopback_url, url_origin
+from harness.rundir import EVENTS, EventKind, RunDir
 from harness.supervision.supervisor import ADMIN_TOKEN_ENV, TARGET_FILE
 from harness.supervision.victim import DEFAULT_VICTIM, pick_victim
 
@@ -103,7 +104,7 @@ def inject(
         if fault == "kill":
             killed = pick_victim(pid, victim)
             event = run_dir.event(
-                "fault_injected",
+                EventKind.FAULT_INJECTED,
                 fault="kill",
                 signal="SIGKILL",
                 pid=pid,
@@ -121,7 +122,9 @@ def inject(
         body = {"fault": "error_rate", "rate": error_rate, "seconds": seconds}
     url, token = _admin(target, fault, admin_token)
     # Recorded before the request: an OOM in kill mode may end the server before it answers.
-    event = run_dir.event("fault_injected", fault=fault, pid=target.pid, by="chaos", admin=body)
+    event = run_dir.event(
+        EventKind.FAULT_INJECTED, fault=fault, pid=target.pid, by="chaos", admin=body
+    )
     _post_admin(url, token, body)
     return event
 
@@ -200,7 +203,9 @@ def _hang(
 ) -> dict[str, Any]:
     """SIGSTOP the group for `seconds`, always SIGCONT it, then time until health answers 200."""
     group = target.pgid or pid
-    event = run_dir.event("fault_injected", fault="hang", seconds=seconds, pid=pid, by="chaos")
+    event = run_dir.event(
+        EventKind.FAULT_INJECTED, fault="hang", seconds=seconds, pid=pid, by="chaos"
+    )
     try:
         os.killpg(group, signal.SIGSTOP)
         stop.wait(seconds)
@@ -211,7 +216,7 @@ def _hang(
         answered = _wait_health(target.health_url, time.monotonic() + 30.0, stop)
         if answered is not None:
             run_dir.event(
-                "resumed",
+                EventKind.RESUMED,
                 t=answered,
                 fault="hang",
                 pid=pid,
@@ -240,20 +245,9 @@ def _admin(target: Target, fault: str, admin_token: str | None) -> tuple[str, st
 
 
 def _post_admin(url: str, token: str, body: dict[str, Any]) -> None:
-    try:
-        response = httpx.post(
-            url,
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=_HTTP_TIMEOUT_S,
-            trust_env=False,
-        )
-    except httpx.HTTPError as exc:
-        if body["fault"] == "oom":
-            return  # in kill mode the server may die before it answers: that is the fault
-        raise UserError(f"{url} did not answer ({type(exc).__name__}); is the target up?") from exc
-    if response.status_code != 200:
-        raise UserError(f"{url} refused the fault: HTTP {response.status_code}: {_error(response)}")
+    answer = post_fault(url_origin(url), token, body, timeout_s=_HTTP_TIMEOUT_S)
+    if answer is None and body["fault"] != "oom":  # in kill mode an OOM may end it first
+        raise UserError(f"{url} did not answer; is the target up?")
 
 
 def _wait_ready(run_dir: RunDir, until: float, stop: threading.Event) -> bool:
@@ -282,14 +276,14 @@ def _report_recovery(run_dir: RunDir, offset: int, until: float, stop: threading
     """Print the supervisor's `recovered` event for this injection, when it comes in time."""
     while time.monotonic() < until:
         for event in _events_since(run_dir, offset):
-            if event.get("kind") == "recovered":
+            if event.get("kind") == EventKind.RECOVERED:
                 _say(
                     f"recovered: up {_fmt(event.get('seconds_to_up'))}, ready "
                     f"{_fmt(event.get('seconds_to_ready'))}, first success "
                     f"{_fmt(event.get('seconds_to_first_success'))} after the death"
                 )
                 return
-            if event.get("kind") == "gave_up":
+            if event.get("kind") == EventKind.GAVE_UP:
                 _say("the supervisor gave up restarting the target")
                 return
         if stop.wait(0.1):
@@ -315,12 +309,6 @@ def _size(run_dir: RunDir) -> int:
         return (run_dir.path / EVENTS).stat().st_size
     except OSError:
         return 0
-
-
-def _error(response: httpx.Response) -> str:
-    with contextlib.suppress(ValueError, KeyError, TypeError):
-        return str(response.json()["error"]["message"])
-    return response.text[:200]
 
 
 def _fmt(seconds: float | None) -> str:

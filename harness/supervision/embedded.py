@@ -12,11 +12,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-
+from harness.admin_faults import post_fault
 from harness.errors import UserError
 from harness.net import free_port
-from harness.rundir import RunDir
+from harness.rundir import EventKind, RunDir
 from harness.supervision.samplers import SamplerLoop, start_sampling
 from harness.supervision.supervisor import ADMIN_TOKEN_ENV, Supervisor
 
@@ -81,26 +80,18 @@ class EmbeddedServer:
         """POST /admin/faults with the admin token; records a `fault_injected` event first
         (an OOM in kill mode may end the server before it answers)."""
         self.run_dir.event(
-            "fault_injected",
+            EventKind.FAULT_INJECTED,
             fault=fault.get("fault"),
             pid=self.supervisor.pid,
             by="embedded",
             admin=fault,
         )
-        try:
-            response = httpx.post(
-                f"{self.url}/admin/faults",
-                json=fault,
-                headers={"Authorization": f"Bearer {self.admin_token}"},
-                timeout=10.0,
-                trust_env=False,  # loopback only: never through a proxy from the environment
-            )
-        except httpx.HTTPError:
-            if fault.get("fault") in _DEATH_FAULTS:
-                return {"injected": fault.get("fault"), "answered": False}
-            raise
-        response.raise_for_status()
-        return dict(response.json())
+        answer = post_fault(self.url, self.admin_token, fault)
+        if answer is not None:
+            return answer
+        if fault.get("fault") in _DEATH_FAULTS:
+            return {"injected": fault.get("fault"), "answered": False}
+        raise UserError(f"the reference server at {self.url} did not answer the fault {fault}")
 
     def __enter__(self) -> EmbeddedServer:
         return self.start()

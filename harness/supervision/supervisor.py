@@ -27,9 +27,10 @@ import httpx
 import orjson
 import psutil
 
+from harness.admin_faults import faults_url
 from harness.errors import UserError
 from harness.net import require_loopback_url, url_origin
-from harness.rundir import EVENTS, RunDir, utc_iso, write_json_atomic
+from harness.rundir import EVENTS, EventKind, RunDir, utc_iso, write_json_atomic
 from harness.supervision.cgroup import MemoryCgroup, memory_cgroup, system_oom_kills
 from harness.supervision.exits import (
     COMPLETED,
@@ -209,7 +210,7 @@ class Supervisor:
                 return None
             child.injected_t = time.time()
             self.run_dir.event(
-                "fault_injected",
+                EventKind.FAULT_INJECTED,
                 t=child.injected_t,
                 fault="kill",
                 signal=signal.Signals(sig).name,
@@ -242,7 +243,7 @@ class Supervisor:
             if killed != child.pid:
                 child.descendant_killed = f"pid {killed}"
             self.run_dir.event(
-                "fault_injected",
+                EventKind.FAULT_INJECTED,
                 t=child.injected_t,
                 fault="kill",
                 signal="SIGKILL",
@@ -352,7 +353,7 @@ class Supervisor:
         self._child = child
         self._state = "starting"
         self.run_dir.event(
-            "started",
+            EventKind.STARTED,
             t=started_t,
             pid=proc.pid,
             pgid=proc.pid,
@@ -412,7 +413,10 @@ class Supervisor:
                 self._recovery = _Recovery(death_t=death_t, cause=verdict.cause)
                 self._state = "restarting"
                 self.run_dir.event(
-                    "restarting", attempt=self._restarts + 1, backoff_s=backoff, cause=verdict.cause
+                    EventKind.RESTARTING,
+                    attempt=self._restarts + 1,
+                    backoff_s=backoff,
+                    cause=verdict.cause,
                 )
                 self._write_target()
             if self._wake.wait(backoff):
@@ -494,7 +498,7 @@ class Supervisor:
         with open(self.log_path, "ab") as log:
             log.write(f"[harness] {utc_iso()} {verdict.line}\n".encode())
         with self._lock:
-            self.run_dir.event("exited", t=death_t, **fields)
+            self.run_dir.event(EventKind.EXITED, t=death_t, **fields)
             self.last_exit = fields
             self._close_recovery(final=True)  # an earlier death that never fully recovered
             child.exited.set()
@@ -506,7 +510,7 @@ class Supervisor:
     def _give_up(self, cause: str, why: str) -> None:
         self._state = "gave_up"
         message = f"{why}; giving up (--max-restarts {self.max_restarts}); last cause: {cause}"
-        self.run_dir.event("gave_up", restarts=self._restarts, cause=cause, message=message)
+        self.run_dir.event(EventKind.GAVE_UP, restarts=self._restarts, cause=cause, message=message)
         print(f"harness: {message}", file=sys.stderr, flush=True)
 
     # -- readiness, recovery, memory --------------------------------------------------------
@@ -534,7 +538,7 @@ class Supervisor:
             child.ready_t = time.time()
             self._state = "ready"
             self.run_dir.event(
-                "ready",
+                EventKind.READY,
                 t=child.ready_t,
                 pid=child.pid,
                 attempt=child.attempt,
@@ -577,7 +581,7 @@ class Supervisor:
             "seconds_to_first_success": since_death(recovery.first_success_t),
         }
         self.run_dir.event(
-            "recovered",
+            EventKind.RECOVERED,
             death_t=recovery.death_t,
             cause=recovery.cause,
             pid=recovery.pid,
@@ -634,7 +638,7 @@ class Supervisor:
             if child.descendant_killed is None:
                 child.descendant_killed = killed
                 self.run_dir.event(
-                    "descendant_killed", pid=process.pid, leader=child.pid, name=name
+                    EventKind.DESCENDANT_KILLED, pid=process.pid, leader=child.pid, name=name
                 )
 
     def _confirm_survival(self, child: _Child) -> None:
@@ -659,7 +663,7 @@ class Supervisor:
             child.memory_kill = (_counted_bytes(memory), self.memory_limit_bytes)
             child.memory_kill_t = time.time()
             self.run_dir.event(
-                "memory_limit_exceeded",
+                EventKind.MEMORY_LIMIT_EXCEEDED,
                 t=child.memory_kill_t,
                 pid=child.pid,
                 rss_bytes=memory.rss_bytes,
@@ -713,12 +717,12 @@ class Supervisor:
         except OSError:
             return None
         for line in data.splitlines():
-            if b"fault_injected" not in line:
+            if EventKind.FAULT_INJECTED.encode() not in line:
                 continue
             with contextlib.suppress(orjson.JSONDecodeError):
                 event = orjson.loads(line)
                 if (
-                    event.get("kind") == "fault_injected"
+                    event.get("kind") == EventKind.FAULT_INJECTED
                     and event.get("pid") == child.pid
                     and event.get("fault") in _DEATH_FAULTS
                     and event.get("by") != "supervisor"
@@ -743,7 +747,7 @@ class Supervisor:
                 "attempt": child.attempt if child else None,
                 "restarts": self._restarts,
                 "health_url": self.health_url,
-                "admin_url": f"{origin}/admin/faults" if origin else None,
+                "admin_url": faults_url(origin) if origin else None,
                 "admin_token_env": ADMIN_TOKEN_ENV if ADMIN_TOKEN_ENV in self._env else None,
                 "supervisor_pid": os.getpid(),
                 "command": self.shown_command,

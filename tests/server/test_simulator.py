@@ -8,10 +8,12 @@ import sys
 
 import pytest
 
+from harness.errors import UserError
 from harness.server import PROFILES
 from harness.server.context import Entry, select_kept
 from harness.server.generation import count_chat_tokens, count_tokens, split_tokens
-from harness.server.simulator import GiB, parse_speed
+from harness.server.simulator import GiB
+from harness.units import format_speed, parse_speed
 
 from .conftest import ROOT
 
@@ -53,8 +55,10 @@ def test_token_estimate_is_utf8_bytes_over_four():
 
 def test_speed_parsing():
     assert parse_speed("max") == math.inf and parse_speed("2.5") == 2.5
-    with pytest.raises(ValueError):
-        parse_speed("0")
+    assert parse_speed(format_speed(math.inf)) == math.inf and parse_speed(format_speed(0.5)) == 0.5
+    for bad in ("0", "-1", "fast", "nan"):
+        with pytest.raises(UserError, match="give a positive number or 'max'"):
+            parse_speed(bad)
 
 
 def entries() -> list[Entry]:

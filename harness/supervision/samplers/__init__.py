@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.gpu import GpuUnavailable
-from harness.rundir import RunDir
+from harness.rundir import EventKind, RunDir
 from harness.supervision.samplers.base import Notices, Sampler, Tick
 from harness.supervision.samplers.disk import DiskSampler
 from harness.supervision.samplers.load import LoadSampler
@@ -70,7 +70,7 @@ def start_sampling(
             samplers.append(VramSampler(notices))
         except GpuUnavailable as exc:
             notices.once("vram-unavailable", f"VRAM: unavailable: {exc}")
-            run_dir.event("source_unavailable", source="vram", reason=str(exc))
+            run_dir.event(EventKind.SOURCE_UNAVAILABLE, source="vram", reason=str(exc))
     if disk:
         samplers.append(DiskSampler(run_dir.path))
     if extra is not None:
