@@ -65,7 +65,7 @@ class EventKind:
     BATCH_RESUBMIT: Final = "batch_resubmit"
     BATCH_LOST: Final = "batch_lost"
     BATCH_FINISHED: Final = "batch_finished"
-    LOAD_GENERATOR: Final = "load_generator"  # a driver process's verdict on its own health
+    LOAD_GENERATOR: Final = "load_generator"  # a driver process's own verdict: saturated or not
     DRIVER_PROCESS_DIED: Final = "driver_process_died"
     # Locust scenarios
     BATCH_COMPLETED: Final = "batch_completed"

@@ -11,6 +11,7 @@ from typing import Any
 from harness.arrivals import ARRIVALS
 from harness.commands.gen import parse_count
 from harness.commands.report import add_slo_arguments
+from harness.driver.shards import driver_processes
 from harness.errors import UserError
 from harness.repeat import run_repeated
 from harness.scale import MODES, ScaleConfig, resume_scale, run_ladder, run_scale
@@ -91,7 +92,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--concurrency",
         type=int,
-        help="requests in flight (default 64); with --rate or --trace, the cap on them",
+        help="requests in flight, in all processes (default 64); with --rate or --trace, "
+        "the cap on them",
+    )
+    parser.add_argument(
+        "--processes",
+        type=_processes,
+        metavar="N|auto",
+        help="client mode: driver processes sharing the run, each with its own checkpoint "
+        "(auto: half the CPUs, at most 8; default 1)",
     )
     parser.add_argument(
         "--stream",
@@ -216,14 +225,15 @@ def run(args: argparse.Namespace) -> int:
         fixed += [name for name in ("serve", "stream", "fail_on_slo") if getattr(args, name)]
         if fixed or args.server_arg:
             raise UserError(
-                "--resume finishes a run with its own settings; only --concurrency, --target, "
-                "--api-key-env and --no-report may change (drop "
+                "--resume finishes a run with its own settings; only --concurrency, --processes, "
+                "--target, --api-key-env and --no-report may change (drop "
                 + ", ".join(f"--{n.replace('_', '-')}" for n in fixed or ["server-arg"])
                 + ")"
             )
         outcome = resume_scale(
             args.resume,
             concurrency=args.concurrency,
+            processes=args.processes,
             target=args.target,
             api_key=_api_key(args),
             report=False if args.no_report else None,
@@ -282,6 +292,7 @@ def _config(args: argparse.Namespace) -> ScaleConfig:
         "victim": args.victim,
         "speed": None if args.speed is None else parse_speed(args.speed),
         "concurrency": args.concurrency,
+        "processes": args.processes,
         "chunk_size": args.chunk_size,
         "model": args.model,
         "api_key": api_key,
@@ -316,6 +327,13 @@ def api_key_from_env(variable: str | None) -> str | None:
     if not api_key:
         raise UserError(f"--api-key-env {variable}: that variable is not set or empty")
     return api_key
+
+
+def _processes(text: str) -> int:
+    try:
+        return driver_processes(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _sizes(text: str) -> list[int]:

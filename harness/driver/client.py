@@ -38,7 +38,7 @@ from harness.driver.errors import (
 )
 from harness.driver.http import HttpClient, Origin, Response, Sender, status_probe
 from harness.driver.journal import Journal
-from harness.driver.monitor import LOAD_GENERATOR, LoopMonitor
+from harness.driver.monitor import LoopMonitor
 from harness.driver.ready import Readiness, detect_health_url
 from harness.driver.stream import StreamResponse, streamed
 from harness.errors import UserError
@@ -206,7 +206,9 @@ class ClientDriver:
                     if future.done() and not future.cancelled():
                         future.exception()
                 self._journal.flush()  # what finished before the end or the error is kept
-                self.run_dir.event(LOAD_GENERATOR, pid=os.getpid(), **self.monitor.verdict())
+                self.run_dir.event(
+                    EventKind.LOAD_GENERATOR, pid=os.getpid(), **self.monitor.verdict()
+                )
                 if config.schedule is not None:
                     verdict = self.lag.verdict(config.lag_limit_s)
                     behind = verdict["behind"]

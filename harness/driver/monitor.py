@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.arrivals import DEFAULT_LAG_LIMIT_S, LagStats
-from harness.rundir import EventKind
 
 TICK_S = 0.02
 WINDOW_S = 0.5
 BUSY_LIMIT = 0.9  # share of wall time the loop thread spent on CPU
 LAG_LIMIT_S = DEFAULT_LAG_LIMIT_S  # p99 lag of the loop's wake-ups within a window
 SATURATED_SHARE = 0.1
-LOAD_GENERATOR = EventKind.LOAD_GENERATOR  # the event of a verdict: one per process and run
 
 
 @dataclass
@@ -59,16 +57,25 @@ class LoopMonitor:
         self._schedule = LagStats()
 
     async def watch(self) -> None:
-        self._mark = (time.monotonic(), time.thread_time())
+        """Tick on asyncio (Locust's gevent users tick with harness.locust.selfcheck)."""
+        self.start()
         clock = time.perf_counter  # not loop.time(): uvloop's is the iteration's, in whole ms
         while True:
             start = clock()
             await asyncio.sleep(TICK_S)
-            lag = max(0.0, clock() - start - TICK_S)
-            self._lag.add(lag)
-            self._window_lag.add(lag)
-            if time.monotonic() - self._mark[0] >= self.window_s:
-                self._close()
+            self.tick(clock() - start - TICK_S)
+
+    def start(self) -> None:
+        """The first window starts now (call on the loop's thread)."""
+        self._mark = (time.monotonic(), time.thread_time())
+
+    def tick(self, lag_s: float) -> None:
+        """One wake-up, lag_s late; closes the window once it is window_s long."""
+        lag = max(0.0, lag_s)
+        self._lag.add(lag)
+        self._window_lag.add(lag)
+        if self._mark is not None and time.monotonic() - self._mark[0] >= self.window_s:
+            self._close()
 
     def schedule_lag(self, lag_s: float) -> None:
         """An open-loop send's lag behind its scheduled time (fed by the arrival schedule)."""

@@ -313,7 +313,7 @@ def _child() -> int:
     from harness.driver.payloads import Share, pending
     from harness.rundir import RunDir
 
-    plan = orjson.loads(os.environ.pop(_ENV))
+    plan = orjson.loads(os.environ[_ENV])
     shard, shards = plan["shard"], plan["shards"]
     run_dir = RunDir(plan["run_dir"])
     checkpoint = Checkpoint(run_dir.path, shard=shard)
@@ -336,7 +336,9 @@ def _child() -> int:
     final: dict[str, Any]
     try:
         stats = run_loop(_drive(driver, requests, reporter, plan["window_s"]))
-        final = {"stats": asdict(stats)}
+        final = {
+            "stats": {**vars(stats), "failures": dict(stats.failures)}
+        }  # asdict breaks Counter
     except (TargetRejected, TargetUnavailable, WriteFailed, UserError) as exc:
         final = {"error": str(exc), "kind": type(exc).__name__}
     except asyncio.CancelledError:

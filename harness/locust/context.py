@@ -16,6 +16,8 @@ from harness.locust.records import RunLog
 
 if TYPE_CHECKING:
     from harness.locust.openloop import OpenLoop
+    from harness.locust.readiness import GeventReadiness
+    from harness.locust.selfcheck import SelfCheck
     from harness.locust.target import EmbeddedTarget
     from harness.rundir import RunDir
     from harness.supervision.samplers import SamplerLoop
@@ -38,6 +40,8 @@ class RunContext:
     server: EmbeddedTarget | None = None
     sampler: SamplerLoop | None = None
     open_loop: OpenLoop | None = None  # this process's arrivals, with --rate or --trace
+    readiness: GeventReadiness | None = None  # the driver's poller, in a process sending load
+    selfcheck: SelfCheck | None = None  # this process's own load-generator check, per test
     rejections: Rejections = field(default_factory=Rejections)
     schedule_running: bool = False  # an open-loop test is on
     schedule_pending: bool = False  # an open-loop test ended; its schedule lag not yet reported

@@ -41,7 +41,9 @@ from harness.locust.failures import Rejections
 from harness.locust.openloop import OpenLoop, process_cap
 from harness.locust.options import CHAOS_USER, Settings, add_arguments, exposure_warnings
 from harness.locust.probe import check_apis, probe
+from harness.locust.readiness import GeventReadiness, detect_health_url
 from harness.locust.records import RunLog
+from harness.locust.selfcheck import SelfCheck
 from harness.locust.shape import LoadShape
 from harness.locust.target import EmbeddedTarget
 from harness.net import is_loopback_url, listening_pid
@@ -51,6 +53,7 @@ from harness.supervision.supervisor import ADMIN_TOKEN_ENV
 
 logger = logging.getLogger(__name__)
 _SCHEDULE_LEAD_S = 0.25  # from test start to the first arrival: workers get the spawn job first
+READY_TIMEOUT_S = 120.0  # a target not back within this stops the test, as harness scale does
 
 events.init_command_line_parser.add_listener(add_arguments)
 
@@ -165,6 +168,7 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
         setattr(options, SHARED_SCHEDULE_START, time.time() + _SCHEDULE_LEAD_S)
     if not context.is_master:
         _start_open_loop(context)
+        _start_checks(context)
     if environment.shape_class is not None:
         environment.shape_class.reset_time()  # -t counts from here, once the harness is ready
 
@@ -191,6 +195,20 @@ def _start_open_loop(context: RunContext) -> None:
             f"Open loop: {settings.arrivals.describe()}; at most {context.open_loop.cap} "
             "requests in flight"
         )
+
+
+def _start_checks(context: RunContext) -> None:
+    """In a process that sends load: the driver's readiness poller and loop monitor."""
+    if context.readiness is None:
+        host = context.environment.host.rstrip("/")
+        context.readiness = GeventReadiness(
+            detect_health_url(host) or host + "/v1/models",
+            deadline_s=READY_TIMEOUT_S,
+            event=context.log.event,
+        )
+    if context.selfcheck is not None:
+        context.selfcheck.finish(context.log)
+    context.selfcheck = SelfCheck()
 
 
 def _report_schedule(context: RunContext) -> None:
@@ -373,6 +391,9 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
     if context.open_loop is not None:
         context.open_loop.stop()
         context.open_loop = None
+    if context.selfcheck is not None:  # before a worker's last report leaves
+        context.selfcheck.finish(context.log)
+        context.selfcheck = None
     if context.is_worker or context.run_dir is None:
         return
     if context.schedule_running:
@@ -390,6 +411,9 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
 def _on_quitting(environment: Environment, **_: Any) -> None:
     """After Locust's runner has quit (listeners run in reverse): report, then stop the server."""
     context = run_context(environment)
+    if context.readiness is not None:
+        context.readiness.close()
+        context.readiness = None
     if context.is_worker or context.run_dir is None:
         return
     if context.schedule_pending:

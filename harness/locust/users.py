@@ -20,7 +20,8 @@ from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, FastHttpUser, ResponseCo
 from locust.env import Environment
 from locust.exception import StopUser
 
-from harness.driver.errors import CONNECTION, HTTP_5XX, RATE_LIMITED, Failure
+from harness.driver.errors import CONNECTION, ENGINE_DEAD, HTTP_5XX, RATE_LIMITED, Failure
+from harness.driver.ready import TargetUnavailable
 from harness.locust import (
     lifecycle,  # noqa: F401 - registers the plugin's options and hooks
     stopping,
@@ -46,6 +47,7 @@ from harness.locust.timing import GAPS_FIELD, StreamClock, StreamMetrics, gaps_m
 from harness.rundir import request_record
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
+_DEATHS = (CONNECTION, ENGINE_DEAD)  # the driver's: wait for the health URL, then send again
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
 
@@ -80,6 +82,7 @@ class LLMUser(FastHttpUser):
         api = self.api or self.run.settings.api
         open_loop = self.run.open_loop
         if open_loop is None:
+            self._wait_ready()
             failure = self._send(None, api, stream)
             self._pace(failure)
             return
@@ -165,6 +168,8 @@ class LLMUser(FastHttpUser):
         self.run.log.request(line)
         stats = self.environment.stats
         if due_t is not None:
+            if self.run.selfcheck is not None:
+                self.run.selfcheck.monitor.schedule_lag(t - due_t)
             stats.get("schedule", "LAG").log(max(0.0, t - due_t) * 1000, 0)
             stats.get(name, "SCHEDULED").log(line["scheduled_latency_s"] * 1000, 0)
         if ok:
@@ -175,8 +180,25 @@ class LLMUser(FastHttpUser):
             if metrics.tokens_per_s is not None:
                 stats.get(name, "tokens/s").log(metrics.tokens_per_s, 0)
 
+    def _wait_ready(self) -> None:
+        """While the process's readiness poller finds out whether the target died, wait."""
+        readiness = self.run.readiness
+        if readiness is None:
+            return
+        try:
+            readiness.wait()
+        except TargetUnavailable as exc:
+            stopping.stop_run(self.environment, str(exc))
+            raise StopUser() from None
+
     def _pace(self, failure: Failure | None) -> None:
-        """After a refused connection or a 429, back off (doubling) rather than spin."""
+        """After a death, the next request waits for readiness (the driver's poller); after a
+        429, or a refused connection without a poller, back off (doubling) rather than spin."""
+        readiness = self.run.readiness
+        if failure is not None and readiness is not None and failure.cause in _DEATHS:
+            readiness.down(failure.cause)
+            self._backoff_s = 0.0
+            return
         if failure is None or failure.cause not in (CONNECTION, RATE_LIMITED):
             self._backoff_s = 0.0
             return

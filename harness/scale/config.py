@@ -34,7 +34,8 @@ class ScaleConfig:
     oom_at: tuple[float, ...] = ()  # fractions of the batch, e.g. (0.25, 0.6)
     victim: str | int = DEFAULT_VICTIM  # whom an --oom-at kill hits in a supervised tree
     speed: float = math.inf  # embedded server latency divisor; inf ("max"): no simulated delay
-    concurrency: int = 64
+    concurrency: int = 64  # in all: driver processes share it
+    processes: int = 1  # client mode: driver processes sharing the run (--processes)
     chunk_size: int = 5_000  # batch-api: requests per uploaded batch
     model: str | None = None
     max_tokens: int | None = None  # None: what the dataset says
@@ -72,6 +73,8 @@ class ScaleOutcome:
     max_failed_rate: float
     report: Path | None = None
     resumed_from: int = 0
+    processes: int = 1
+    saturated_processes: int = 0  # driver processes whose own check found them saturated
 
     @property
     def ok(self) -> bool:
@@ -88,6 +91,15 @@ def validate_config(config: ScaleConfig) -> None:
         raise UserError(f"--n must be a positive number of requests, got {config.n}")
     if config.concurrency < 1:
         raise UserError(f"--concurrency must be 1 or more, got {config.concurrency}")
+    if config.processes < 1:
+        raise UserError(f"--processes must be 1 or more (or auto), got {config.processes}")
+    if config.processes > 1 and config.mode != "client":
+        raise UserError("--processes applies to client mode; the Batch API driver only uploads")
+    if config.processes > config.concurrency:
+        raise UserError(
+            f"--processes {config.processes} is more than --concurrency {config.concurrency}: "
+            "each driver process needs at least one request in flight"
+        )
     if config.chunk_size < 1:
         raise UserError(f"--chunk-size must be 1 or more, got {config.chunk_size}")
     if config.max_tokens is not None and config.max_tokens < 1:
@@ -122,6 +134,10 @@ def _validate_load(config: ScaleConfig) -> None:
     open_loop = config.rate is not None or config.trace is not None
     if config.mode != "client" and (open_loop or config.stream):
         raise UserError("--stream, --rate and --trace drive requests one by one: use --mode client")
+    if open_loop and config.processes > 1:
+        raise UserError(
+            "--rate and --trace keep one schedule in one driver process: use --processes 1"
+        )
     if config.rate is not None and config.trace is not None:
         raise UserError("--rate and --trace both set the send times; give one")
     if config.rate is not None:

@@ -98,6 +98,17 @@ class Console:
                 f"first success after {_seconds(first)}, "
                 f"{r.get('requests_failed', 0)} requests failed in between"
             )
+        if outcome.saturated_processes:
+            who = (
+                "the client"
+                if outcome.processes == 1
+                else f"{outcome.saturated_processes} of {outcome.processes} driver processes"
+            )
+            self.say(
+                f"CLIENT SATURATED: {who} could not keep up (event-loop lag or CPU, see the "
+                "load_generator events): rates and latencies measure the client too; try "
+                "--processes N or a quieter machine"
+            )
         self.say(f"run directory {outcome.run_dir}")
         if outcome.report is not None:
             self.say(f"report {outcome.report}")

@@ -15,6 +15,8 @@ from harness.admin_faults import post_fault
 from harness.rundir import EventKind, RunDir
 from harness.supervision.supervisor import ADMIN_TOKEN_ENV
 
+_Request = tuple[float, int, "Callable[[], None] | None"]
+
 
 class OomInjector:
     """Injects OOMs one at a time on a thread, each once the target is ready again."""
@@ -22,13 +24,11 @@ class OomInjector:
     def __init__(self, inject: Callable[[], None], run_dir: RunDir) -> None:
         self._inject = inject
         self._run_dir = run_dir
-        self._queue: queue.Queue[tuple[float, int, Callable[[], None] | None] | None] = (
-            queue.Queue()
-        )
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="harness-oom-injector", daemon=True)
         self._thread.start()
 
-    def request(self, point: float, done: int, resume: Callable[[], None] | None) -> None:
+    def request(self, point: float, done: int, resume: Callable[[], None] | None = None) -> None:
         """Inject at this point; then resume() the paused driver, if it was paused."""
         self._queue.put((point, done, resume))
 

@@ -34,6 +34,8 @@ class Progress:
         # the client driver's pause(): nothing new is sent until an OOM point's kill is in
         self.pause: Callable[[], Callable[[], None]] | None = None
         self._bar = console.live_bar("scale", total, done)
+        # the client driver's pause(): nothing new is sent until an OOM point's kill is in
+        self.pause: Callable[[], Callable[[], None]] | None = None
 
     @property
     def position(self) -> int:
@@ -47,6 +49,11 @@ class Progress:
 
     def result(self, custom_id: str, ok: bool) -> None:
         self.done += 1
+        self._moved()
+
+    def advance(self, count: int) -> None:
+        """Results written by driver processes, as they report them."""
+        self.done += count
         self._moved()
 
     def running(self, completed: int) -> None:

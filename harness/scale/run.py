@@ -9,22 +9,31 @@ exactly one result, and writes the run directory (and the report, when the repor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import resource
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import psutil
 
 from harness.calibration import measure
 from harness.cost import CpuMeter
 from harness.driver.batch_api import BatchApiDriver, BatchConfig
-from harness.driver.checkpoint import RESULTS, Checkpoint, IdSet, dataset_ids, verify
+from harness.driver.checkpoint import (
+    RESULTS,
+    Checkpoint,
+    IdSet,
+    completed_ids,
+    dataset_ids,
+    results_paths,
+    verify,
+)
 from harness.driver.client import ClientDriver, DriverConfig, DriverStats, TargetRejected
 from harness.driver.dataset import (
     Dataset,
@@ -36,8 +45,10 @@ from harness.driver.dataset import (
     generated,
 )
 from harness.driver.loop import run as run_loop
+from harness.driver.monitor import LoopMonitor
 from harness.driver.payloads import pending
 from harness.driver.ready import TargetUnavailable
+from harness.driver.shards import ShardFailed, ShardPlan, ShardPool
 from harness.errors import UserError
 from harness.rundir import (
     MANIFEST,
@@ -104,6 +115,7 @@ def resume_scale(
     path: str | os.PathLike[str],
     *,
     concurrency: int | None = None,
+    processes: int | None = None,
     target: str | None = None,
     api_key: str | None = None,
     report: bool | None = None,
@@ -125,6 +137,8 @@ def resume_scale(
         )
     if concurrency is not None:
         config = replace(config, concurrency=concurrency)
+    if processes is not None:  # another process count: each id is still sent once
+        config = replace(config, processes=processes)
     if target is not None:
         config = replace(config, target=target)
     if report is not None:
@@ -139,8 +153,9 @@ def resume_scale(
             "the run stopped before its dataset's sha256 was recorded; checked its size, mtime "
             "and sampled blocks instead, and hashing it now"
         )
+    checkpoints = {path.name for path in results_paths(run_dir.path)}
     for name in os.listdir(run_dir.path):  # a killed run may have torn any of its logs
-        if name.endswith(".jsonl") and name != RESULTS:  # the checkpoint repairs (and reports) it
+        if name.endswith(".jsonl") and name not in checkpoints:  # those are repaired and counted
             repair_jsonl(run_dir.path / name)
     resumes = [*manifest.get("resumes", []), {"time": utc_iso(), "pid": os.getpid()}]
     run_dir.update_manifest(resumes=resumes, end_time=None)
@@ -206,14 +221,12 @@ def _drive_and_verify(
     the outcome in the manifest (and the report). The run directory is kept from the moment
     sending begins, or when the target failed to start (its log says why)."""
     assert config.n is not None
-    checkpoint = Checkpoint(run_dir.path)
-    completed = checkpoint.completed() if resumed else IdSet()
-    if resumed:
+    completed = IdSet()
+    if resumed:  # every process's checkpoint, whatever process count wrote it
+        torn = sum(repair_jsonl(path) for path in results_paths(run_dir.path))
+        completed = completed_ids(run_dir.path)
         run_dir.event(
-            EventKind.CHECKPOINT,
-            action="resume",
-            completed=len(completed),
-            torn_bytes=checkpoint.torn_bytes,
+            EventKind.CHECKPOINT, action="resume", completed=len(completed), torn_bytes=torn
         )
         console.say(f"resuming {run_dir.path}: {len(completed):,} of {config.n:,} already done")
     progress = Progress(config.n, len(completed), run_dir, console)
@@ -237,9 +250,7 @@ def _drive_and_verify(
             meter.start()
             try:
                 stats = run_loop(
-                    _send_requests(
-                        config, run_dir, checkpoint, dataset, completed, target, progress
-                    )
+                    _send_requests(config, run_dir, dataset, completed, target, progress)
                 )
             finally:
                 progress.close()
@@ -247,7 +258,7 @@ def _drive_and_verify(
         finally:
             progress.close()
             opening.close()
-    except (TargetUnavailable, TargetRejected) as exc:
+    except (TargetUnavailable, TargetRejected, ShardFailed) as exc:
         raise UserError(
             f"{exc}; {progress.done:,} of {config.n:,} results are saved: once the target "
             f"serves again, finish with harness scale --resume {run_dir.path}"
@@ -266,10 +277,12 @@ def _drive_and_verify(
     seconds = time.monotonic() - started
     driver_peak = max(progress.driver_peak_rss, psutil.Process().memory_info().rss)
     process_peak = _process_peak_rss()
-    checkpoint.close()
-    verification = verify(itertools.islice(dataset_ids(dataset.path), config.n), checkpoint.path)
+    expected = itertools.islice(dataset_ids(dataset.path), config.n)
+    verification = verify(expected, results_paths(run_dir.path))  # one check over every process
     run_dir.event(EventKind.VERIFICATION, **verification)
     events = list(run_dir.events())
+    verdicts = [e for e in events if e["kind"] == EventKind.LOAD_GENERATOR]
+    saturated = sum(1 for v in verdicts if v.get("saturated"))
     recoveries = [e for e in events if e["kind"] == EventKind.RECOVERED]
     kills = sum(1 for e in events if e["kind"] == EventKind.EXITED and e.get("cause") == "oom_kill")
     outcome = ScaleOutcome(
@@ -284,6 +297,8 @@ def _drive_and_verify(
         driver_peak_rss_bytes=driver_peak,
         max_failed_rate=config.max_failed_rate,
         resumed_from=progress.start_done,
+        processes=config.processes,
+        saturated_processes=saturated,
     )
     run_dir.update_manifest(
         end_time=utc_iso(),
@@ -300,6 +315,8 @@ def _drive_and_verify(
             "oom_kills": kills,
             "driver_peak_rss_bytes": driver_peak,
             "process_peak_rss_bytes": process_peak,
+            "processes": config.processes,
+            "client_saturated": saturated > 0,
         },
     )
     if config.report:
@@ -312,33 +329,62 @@ def _drive_and_verify(
 async def _send_requests(
     config: ScaleConfig,
     run_dir: RunDir,
-    checkpoint: Checkpoint,
     dataset: Dataset,
     completed: IdSet,
     target: TargetHandle,
     progress: Progress,
 ) -> DriverStats:
-    """Run the driver of the configured mode with a `load` sample each interval."""
+    """Run the driver of the configured mode (in --processes N processes: a ShardPool) with a
+    `load` sample each interval."""
     assert config.n is not None
-    if config.mode == "client":
-        driver: ClientDriver | BatchApiDriver = ClientDriver(
-            DriverConfig(
-                url=target.url,
-                concurrency=config.concurrency,
-                health_url=target.health_url,
-                api_key=config.api_key,
-                request_timeout_s=config.request_timeout_s,
-                ready_timeout_s=config.ready_timeout_s,
-                stream=config.stream,
-                schedule=_schedule(config),
+    driver_config = DriverConfig(
+        url=target.url,
+        concurrency=config.concurrency,
+        health_url=target.health_url,
+        api_key=config.api_key,
+        request_timeout_s=config.request_timeout_s,
+        ready_timeout_s=config.ready_timeout_s,
+        stream=config.stream,
+    )
+    if config.mode == "client" and config.processes > 1:
+        pool = ShardPool(
+            ShardPlan(
+                run_dir=str(run_dir.path),
+                dataset=str(dataset.path),
+                n=config.n,
+                shards=config.processes,
+                driver=asdict(driver_config),
+                model=config.model,
+                max_tokens=config.max_tokens,
+                window_s=config.sample_interval,
             ),
-            run_dir,
-            checkpoint,
+            on_done=progress.advance,
             on_attempt=target.note_request,
-            on_result=progress.result,
+            event=run_dir.event,
         )
-    else:
-        driver = BatchApiDriver(
+        progress.pause = pool.pause
+        async with _sampling(run_dir, progress, pool, config.sample_interval):
+            return await pool.run()
+    with contextlib.closing(Checkpoint(run_dir.path)) as checkpoint:
+        if config.mode == "client":
+            driver = ClientDriver(
+                replace(driver_config, schedule=_schedule(config)),
+                run_dir,
+                checkpoint,
+                on_attempt=target.note_request,
+                on_result=progress.result,
+            )
+            progress.pause = driver.pause
+            requests = pending(
+                dataset.path,
+                config.n,
+                completed,
+                model=config.model,
+                max_tokens=config.max_tokens,
+            )
+            async with _sampling(run_dir, progress, driver, config.sample_interval):
+                return await driver.run(requests)
+        batches = BatchApiDriver(
             BatchConfig(
                 url=target.url,
                 chunk_size=config.chunk_size,
@@ -354,24 +400,31 @@ async def _send_requests(
             on_result=progress.result,
             on_running=progress.running,
         )
-    if isinstance(driver, ClientDriver):
-        progress.pause = driver.pause
-    sampler = asyncio.create_task(_sample_load(run_dir, progress, driver, config.sample_interval))
-    try:
-        if isinstance(driver, ClientDriver):
-            requests = pending(
-                dataset.path,
-                config.n,
-                completed,
-                model=config.model,
-                max_tokens=config.max_tokens,
-            )
-            return await driver.run(requests)
         cache = config.cache_dir or Path(config.runs_root) / "datasets"
-        batch_file = await asyncio.to_thread(as_batch_file, dataset, cache)
-        return await driver.run(batch_file.path, config.n, completed)
+        async with _sampling(run_dir, progress, batches, config.sample_interval):
+            batch_file = await asyncio.to_thread(as_batch_file, dataset, cache)
+            return await batches.run(batch_file.path, config.n, completed)
+
+
+@contextlib.asynccontextmanager
+async def _sampling(
+    run_dir: RunDir,
+    progress: Progress,
+    driver: ClientDriver | BatchApiDriver | ShardPool,
+    interval: float,
+) -> Any:
+    """`load` samples while the driver runs; the Batch API driver's loop is watched here (the
+    client driver and each driver process watch their own)."""
+    monitor = LoopMonitor() if isinstance(driver, BatchApiDriver) else None
+    watch = asyncio.create_task(monitor.watch()) if monitor is not None else None
+    sampler = asyncio.create_task(_sample_load(run_dir, progress, driver, monitor, interval))
+    try:
+        yield
     finally:
         sampler.cancel()
+        if watch is not None and monitor is not None:
+            watch.cancel()
+            run_dir.event(EventKind.LOAD_GENERATOR, pid=os.getpid(), **monitor.verdict())
 
 
 def _schedule(config: ScaleConfig) -> Iterator[float] | None:
@@ -386,17 +439,31 @@ def _schedule(config: ScaleConfig) -> Iterator[float] | None:
 
 
 async def _sample_load(
-    run_dir: RunDir, progress: Progress, driver: ClientDriver | BatchApiDriver, interval: float
+    run_dir: RunDir,
+    progress: Progress,
+    driver: ClientDriver | BatchApiDriver | ShardPool,
+    monitor: LoopMonitor | None,
+    interval: float,
 ) -> None:
     """A `load` sample each interval: progress, concurrency (requests, or batches queued on the
-    server), and the driver's own CPU and RSS."""
+    server), the driver's own CPU and RSS, and its event loop's figures (driver processes: the
+    busiest one's CPU and loop, their RSS added up)."""
     me = psutil.Process()
     me.cpu_percent(None)
+    if isinstance(driver, ClientDriver):
+        monitor = driver.monitor
     while True:
         await asyncio.sleep(interval)
         rss = me.memory_info().rss
         if progress.meter is not None:
             progress.meter.sample()
+        fields: dict[str, Any] = {"cpu_percent": me.cpu_percent(None)}
+        if isinstance(driver, ShardPool):
+            window = driver.window()
+            rss += window.pop("driver_rss_bytes", 0)
+            fields.update(window)
+        elif monitor is not None and monitor.latest is not None:
+            fields.update(monitor.latest.sample())
         progress.driver_peak_rss = max(progress.driver_peak_rss, rss)
         run_dir.sample(
             "load",
@@ -404,8 +471,8 @@ async def _sample_load(
             completed=progress.done,
             server_side=progress.server_side,
             total=progress.total,
-            cpu_percent=me.cpu_percent(None),
             driver_rss_bytes=rss,
+            **fields,
         )
 
 

@@ -1,0 +1,195 @@
+"""`harness scale --processes N` end to end: real driver processes, real SIGKILLs of the server and
+of a driver process, resumes with another count, and a client starved of CPU flagged as such."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import psutil
+import pytest
+
+from harness.driver.checkpoint import read_ids, results_paths
+from harness.net import free_port
+from harness.rundir import EventKind, read_jsonl
+from harness.scale import ScaleConfig, run_scale
+
+HARNESS = [sys.executable, "-m", "harness"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("datasets"))
+
+
+@pytest.fixture
+def slow_server(tmp_path):
+    """A reference server with a simulated delay (so runs last), outside scale's control."""
+    port = free_port()
+    server = subprocess.Popen(
+        [*HARNESS, "serve", "--port", str(port), "--speed", "100", "--data-dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait_for(lambda: _ready(url), "the reference server")
+    yield url
+    server.send_signal(signal.SIGTERM)
+    server.wait(10)
+
+
+def _events(run_dir: Path, kind: str) -> list[dict]:
+    return [e for e in read_jsonl(run_dir / "events.jsonl") if e["kind"] == kind]
+
+
+def _ids(run_dir: Path) -> Counter[str]:
+    return Counter(c for path in results_paths(run_dir) for c, _ in read_ids(path))
+
+
+def _ready(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url + "/health/ready", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_two_processes_survive_two_oom_kills_with_every_result_once(tmp_path, cache_dir):
+    config = ScaleConfig(
+        n=3000,
+        processes=2,
+        oom_at=(0.3, 0.7),
+        concurrency=16,
+        runs_root=str(tmp_path),
+        cache_dir=cache_dir,
+        report=False,
+        sample_interval=0.2,
+        ready_timeout_s=30.0,
+    )
+    outcome = run_scale(config)
+    assert outcome.ok and outcome.oom_kills == 2
+    assert outcome.verification["received"] == 3000 and outcome.verification["duplicated"] == 0
+    run_dir = outcome.run_dir
+    ids = _ids(run_dir)
+    assert len(ids) == 3000 and set(ids.values()) == {1}
+    assert [p.name for p in results_paths(run_dir)] == ["results.jsonl", "results-1.jsonl"]
+    assert all(sum(1 for _ in read_ids(p)) > 500 for p in results_paths(run_dir))  # both worked
+    # progress saw the whole run: both OOM points fired, at their points, and were recovered
+    planned = _events(run_dir, EventKind.OOM_PLANNED)
+    assert [e["point"] for e in planned] == [0.3, 0.7]
+    assert all(abs(e["done"] / 3000 - e["point"]) < 0.05 for e in planned)
+    assert len(_events(run_dir, EventKind.RECOVERED)) == 2
+    assert _events(run_dir, EventKind.PROGRESS)[-1]["done"] == 3000
+    # each process checked itself as a load generator
+    verdicts = _events(run_dir, EventKind.LOAD_GENERATOR)
+    assert len({v["pid"] for v in verdicts}) == len(verdicts) == 2
+    load = [s for s in read_jsonl(run_dir / "samples.jsonl") if s["source"] == "load"]
+    assert max(s.get("processes", 0) for s in load) == 2
+    manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
+    assert manifest["outcome"]["processes"] == 2 and manifest["scale"]["processes"] == 2
+
+
+def test_a_sigkilled_driver_process_stops_the_run_and_a_resume_with_three_finishes(
+    tmp_path, cache_dir, slow_server
+):
+    run_dir = tmp_path / "run"
+    common = ["--runs-root", str(tmp_path), "--cache-dir", cache_dir, "--no-report"]
+    sizes = ["--n", "2000", "--processes", "2", "--concurrency", "16"]
+    scale = subprocess.Popen(
+        [*HARNESS, "scale", *sizes, "--target", slow_server, "--run-dir", str(run_dir), *common],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    second = run_dir / "results-1.jsonl"
+    _wait_for(lambda: second.exists() and second.stat().st_size > 50_000, "process 1's results")
+    [victim] = [
+        child
+        for child in psutil.Process(scale.pid).children()
+        if "harness.driver.shards" in " ".join(child.cmdline())
+        and orjson.loads(child.environ().get("HARNESS_DRIVER_SHARD", "{}")).get("shard") == 1
+    ]
+    victim.send_signal(signal.SIGKILL)
+    _, stderr = scale.communicate(timeout=120)
+    assert scale.returncode != 0
+    assert "driver process 1 died (killed by SIGKILL)" in stderr and "--resume" in stderr
+    before = _ids(run_dir)
+    assert set(before.values()) == {1} and 0 < len(before) < 2000
+    resumed = subprocess.run(
+        [*HARNESS, "scale", "--resume", str(run_dir), "--processes", "3", "--no-report"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"{len(before):,} of 2,000 already done" in resumed.stderr
+    after = _ids(run_dir)
+    assert len(after) == 2000 and set(after.values()) == {1}
+    assert len(results_paths(run_dir)) == 3
+    verification = _events(run_dir, EventKind.VERIFICATION)[-1]
+    assert (verification["lost"], verification["duplicated"], verification["corrupt"]) == (0, 0, 0)
+    died = _events(run_dir, EventKind.DRIVER_PROCESS_DIED)
+    assert [(e["process"], e["exit"]) for e in died] == [(1, -signal.SIGKILL)]
+
+
+def test_a_client_starved_of_cpu_is_flagged_in_the_summary_and_atop_the_report(
+    tmp_path, cache_dir, slow_server
+):
+    run_dir = tmp_path / "starved"
+    where = ["--run-dir", str(run_dir), "--runs-root", str(tmp_path), "--cache-dir", cache_dir]
+    scale = subprocess.Popen(
+        [*HARNESS, "scale", "--n", "1500", "--target", slow_server, "--concurrency", "8", *where],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    results = run_dir / "results.jsonl"
+    _wait_for(lambda: results.exists() and results.stat().st_size > 20_000, "some results")
+    # Starve the driver's event loop (scale's main thread): one CPU, lowest priority, shared
+    # with two busy processes at normal priority, for a few seconds of the run.
+    allowed = os.sched_getaffinity(scale.pid)
+    cpu = {min(allowed)}
+    hogs = [
+        subprocess.Popen(
+            [sys.executable, "-c", "while True: pass"],
+            preexec_fn=lambda: os.sched_setaffinity(0, cpu),
+        )
+        for _ in range(2)
+    ]
+    try:
+        os.sched_setaffinity(scale.pid, cpu)
+        os.setpriority(os.PRIO_PROCESS, scale.pid, 19)
+        time.sleep(3.0)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+        os.sched_setaffinity(scale.pid, allowed)
+    _, stderr = scale.communicate(timeout=180)
+    assert scale.returncode == 0, stderr[-3000:]
+    assert "CLIENT SATURATED: the client could not keep up" in stderr
+    [verdict] = _events(run_dir, EventKind.LOAD_GENERATOR)
+    assert verdict["saturated"] and verdict["saturated_windows"] >= 2
+    assert verdict["loop_lag_p99_s"] > verdict["lag_limit_s"]
+    summary = orjson.loads((run_dir / "summary.json").read_bytes())
+    load = summary["load_generator"]
+    assert load["saturated"] and load["saturated_processes"] == 1
+    assert summary["warnings"][0] == load["warning"]
+    assert load["warning"].startswith("CLIENT SATURATED: the client could not keep up")
+    html = (run_dir / "report.html").read_text()
+    alert = html.index("<div class='alert' role='alert'>")
+    assert alert < html.index("<h2>")  # above every section, not a footnote
