@@ -210,19 +210,23 @@ def _scale_runs(bench: Path, root: Path, args: argparse.Namespace, old_tree: Pat
 def _scale(run_dir: Path, n: int, root: Path, old_tree: Path | None) -> dict:
     """One `harness scale` process with two OOM kills, of this tree or the old one."""
     env = dict(os.environ)
-    if old_tree is not None:
+    if old_tree is not None:  # and run from there: `-m` puts the working directory first
         env["PYTHONPATH"] = str(old_tree)
     command = [
         sys.executable, "-m", "harness", "scale", "--n", str(n), "--oom-at", "30%,70%",
-        "--run-dir", str(run_dir), "--runs-root", str(root), "--no-report",
+        "--run-dir", str(run_dir.resolve()), "--runs-root", str(root.resolve()), "--no-report",
     ]  # fmt: skip
+    cwd = old_tree or ROOT
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, check=False)
     wall = time.monotonic() - started
     if done.returncode != 0:
         print(done.stderr[-3000:], file=sys.stderr)
     manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
     outcome, verification = manifest["outcome"], manifest["verification"]
+    ran = Path(manifest["command"][0]).resolve().parents[1]  # .../harness/__main__.py
+    if ran != Path(cwd).resolve():
+        raise SystemExit(f"the scale run at {run_dir} ran the code at {ran}, not {cwd}")
     for name in os.listdir(run_dir):  # the results and attempts of 170K: GBs not worth keeping
         if name.startswith(("results", "requests")):
             (run_dir / name).unlink()
