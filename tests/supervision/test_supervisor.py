@@ -203,14 +203,15 @@ def test_backoff_doubles_then_gives_up(run_dir: RunDir, supervisors: list[Superv
 def test_backoff_is_for_crash_loops_a_healthy_stretch_from_ready_restarts_at_once(
     run_dir: RunDir, supervisors: list[Supervisor]
 ) -> None:
-    # healthy_reset 1 s < load time 1.5 s: a kill right after ready is up 1.5 s since start but
-    # healthy ~0 s, so it still backs off (measured from ready, not start)
-    supervisor, _ = _health_server(run_dir, supervisors, "--load-time", 1.5, healthy_reset_s=1.0)
+    # healthy_reset 2 s < load time 2.5 s: a kill right after ready is up 2.5 s since start but
+    # healthy ~0 s, so it still backs off (measured from ready, not start). The 2 s leave a busy
+    # machine room to deschedule this thread between ready and the kill.
+    supervisor, _ = _health_server(run_dir, supervisors, "--load-time", 2.5, healthy_reset_s=2.0)
     for healthy_first in (False, False, True, False):
-        assert supervisor.wait_ready(10)
+        assert supervisor.wait_ready(15)
         ready_t = events(run_dir, "ready")[-1]["t"]
         if healthy_first:
-            wait_for(lambda t=ready_t: time.time() - t > 1.05, what="a healthy stretch")
+            wait_for(lambda t=ready_t: time.time() - t > 2.05, what="a healthy stretch")
         supervisor.kill()
         wait_for(lambda n=supervisor.restarts: supervisor.restarts > n, what="a restart")
     assert [e["backoff_s"] for e in events(run_dir, "restarting")] == [0.2, 0.4, 0.0, 0.2]
