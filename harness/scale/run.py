@@ -101,7 +101,6 @@ def run_scale(config: ScaleConfig, *, out: TextIO = sys.stderr) -> ScaleOutcome:
                 target_url=target_url,
                 dataset=dataset.manifest(),
                 seed=config.seed,
-                calibration=measure(),
                 scale=config_settings(config),
                 **({"slo": config.slo} if config.slo else {}),
             )
@@ -275,6 +274,9 @@ def _drive_and_verify(
         if hashing is not None:
             hashing.wait()  # its sha256 recorded even when the run stops early: a resume checks it
     seconds = time.monotonic() - started
+    # the loopback reference (1 s), once the target is stopped: off the path to the first request,
+    # on a machine as quiet as before the run; a resumed run's is its last session's
+    run_dir.update_manifest(calibration=measure())
     driver_peak = max(progress.driver_peak_rss, psutil.Process().memory_info().rss)
     process_peak = _process_peak_rss()
     expected = itertools.islice(dataset_ids(dataset.path), config.n)

@@ -14,9 +14,8 @@ def test_measure_reports_speeds_and_its_workload() -> None:
     assert result["workload"] == WORKLOAD
     assert result["requests_per_cpu_s"] > 0 and result["requests_per_s"] > 0
     assert len(result["rounds_requests_per_s"]) == 2
-    assert result["requests_per_s"] == pytest.approx(
-        sorted(result["rounds_requests_per_s"])[0], rel=0.5
-    )
+    rounds = result["rounds_requests_per_s"]  # the figure is their median, however they spread
+    assert min(rounds) <= result["requests_per_s"] <= max(rounds)
     assert result["seconds"] >= 0.2
 
 
