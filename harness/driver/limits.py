@@ -1,7 +1,9 @@
 """Known before sending: how many requests would not fit the model's context (max_model_len).
 
-A request fits when its prompt tokens plus its max_tokens are at most max_model_len; vLLM answers
-400 to one that does not, llama.cpp cuts or refuses it. Counting every prompt with the server's
+A request fits when its prompt tokens plus its max_tokens are at most max_model_len. One that does
+not is refused or cut short: vLLM (0.32) answers 400 when the prompt or max_tokens alone passes
+max_model_len, and otherwise ends the answer early (finish_reason "length"); llama.cpp cuts or
+refuses it. Counting every prompt with the server's
 tokenizer would cost one HTTP call per request, so the server tokenizes a sample (vLLM's
 /tokenize, llama.cpp's /tokenize or /extras/tokenize), the largest tokens-per-character ratio seen
 is applied to every prompt's length in one streamed pass, and a server without a tokenizer
@@ -23,7 +25,7 @@ from harness.targets import LLAMA_CPP, VLLM, Target
 Request = tuple[str, dict[str, Any]]
 FALLBACK_TOKENS_PER_CHAR = 1 / 3  # JSON and names tokenize denser than prose (about 1/4)
 _SAMPLE = 16  # prompts the server tokenizes
-_TEMPLATE_TOKENS = 16  # a chat template's role markers around each message, when not counted
+_TEMPLATE_TOKENS = 18  # role markers per message: the real-server tier's template adds 18 on vLLM
 
 
 @dataclass(frozen=True)
