@@ -2,14 +2,13 @@
 
 Run: .venv/bin/python benchmarks/bench_gate.py [--trials 5] [--repeat 5] [--slowdown 0.25]
 
-Runs the gate of `.ci/run` (the same commands: `harness scale --n 5k --oom-at 50% --repeat K`,
-then `harness compare GROUP --baseline FILE`) against a baseline of 2K runs made here first.
-Then `--trials` gates of the unchanged code (A) and `--trials` gates with HARNESS_TEST_SLOWDOWN
-(B: every process of the run does that much more CPU work, harness/slowdown.py), alternating
-ABAB so that the machine's drift falls on both. A false alarm is an A gate that exits 1; a miss
-is a B gate that exits 0. Prints each gate's verdict, the figure that decided it (CPU per
-request, with its 95% interval against the baseline), and the totals; exits 1 unless there were
-0 false alarms and no miss.
+Runs the gate of `.ci/run` itself (.ci/gate.py: the baseline's commit and this tree, `--repeat`
+runs of 5K candidates each, alternating, judged per pair) `--trials` times on the unchanged tree
+(A) and `--trials` times with HARNESS_TEST_SLOWDOWN on this tree's runs (B: every process of the
+run does that much more CPU work, harness/slowdown.py), alternating ABAB so that the machine's
+drift falls on both. A false alarm is an A gate that exits 1; a miss is a B gate that exits 0.
+Prints each gate's verdict, the figure that decided it (CPU per request, with its 95% interval
+against the baseline), and the totals; exits 1 unless there were 0 false alarms and no miss.
 """
 
 from __future__ import annotations
@@ -26,35 +25,22 @@ from pathlib import Path
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
-HARNESS = [sys.executable, "-m", "harness"]
+GATE = ROOT / ".ci" / "gate.py"
 GATE_METRIC = "cost.cpu_s_per_request"
 
 
-def scale_group(group: Path, repeat: int, slowdown: float | None, runs_root: Path) -> float:
+def gate(group: Path, repeat: int, slowdown: float | None) -> tuple[int, dict, float]:
+    """One whole gate into `group`: its exit status, compare.json and seconds."""
     env = {k: v for k, v in os.environ.items() if k != "HARNESS_TEST_SLOWDOWN"}
     if slowdown:
         env["HARNESS_TEST_SLOWDOWN"] = str(slowdown)
     started = time.perf_counter()
-    command = [*HARNESS, "scale", "--n", "5k", "--oom-at", "50%", "--repeat", str(repeat)]
-    command += ["--run-dir", str(group), "--runs-root", str(runs_root)]
+    command = [sys.executable, str(GATE), "--repeat", str(repeat), "--run-dir", str(group)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
-    if done.returncode != 0:
-        sys.exit(f"scale failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
-
-
-def compare(group: Path, baseline: Path, *extra: str) -> tuple[int, dict]:
-    done = subprocess.run(
-        [*HARNESS, "compare", str(group), "--baseline", str(baseline), *extra],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    if done.returncode not in (0, 1):
-        sys.exit(f"compare failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    if "--update-baseline" in extra:
-        return done.returncode, {}
-    return done.returncode, orjson.loads((group / "compare.json").read_bytes())
+    seconds = time.perf_counter() - started
+    if done.returncode not in (0, 1) or not (group / "compare.json").exists():
+        sys.exit(f"the gate failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return done.returncode, orjson.loads((group / "compare.json").read_bytes()), seconds
 
 
 def _row(verdict: dict, name: str) -> dict:
@@ -80,25 +66,18 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="bench-gate-"))
     root.mkdir(parents=True, exist_ok=True)
-    runs_root = root / "runs"
-    baseline = root / "baseline.json"
     started = time.perf_counter()
-
-    print(f"baseline: {2 * args.repeat} runs", flush=True)
-    if not (root / "base" / "repeat.json").exists():  # --keep: a baseline made before is reused
-        scale_group(root / "base", 2 * args.repeat, None, runs_root)
-    compare(root / "base", baseline, "--update-baseline")
     gates: list[tuple[str, int, dict, float]] = []
     for trial in range(args.trials):
         for label, slowdown in (("A unchanged", None), (f"B +{args.slowdown:.0%}", args.slowdown)):
-            group = root / f"gate-{trial + 1}-{label[0]}"
-            seconds = scale_group(group, args.repeat, slowdown, runs_root)
-            code, verdict = compare(group, baseline)
+            code, verdict, seconds = gate(
+                root / f"gate-{trial + 1}-{label[0]}", args.repeat, slowdown
+            )
             gates.append((label, code, verdict, seconds))
             outcome = "REGRESSION (exit 1)" if code else "pass (exit 0)"
             print(
                 f"  gate {trial + 1} {label}: {outcome}: {_describe(verdict)}; "
-                f"{seconds:.0f} s for {args.repeat} runs",
+                f"{seconds:.0f} s for {args.repeat} runs a side",
                 flush=True,
             )
     false_alarms = sum(1 for label, code, _, _ in gates if label.startswith("A") and code)

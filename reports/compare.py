@@ -435,7 +435,12 @@ def compare(
     base = {k: float(v) for k, v in (baseline.get("metrics") or {}).items() if v is not None}
     samples = baseline.get("samples") or {}
     flats = [flatten(s) for s in summaries]
-    calibration = _calibration([s.get("calibration") for s in summaries], baseline, calibrate)
+    paired = bool(baseline.get("paired"))
+    calibration = _calibration(
+        [s.get("calibration") for s in summaries], baseline, calibrate and not paired
+    )
+    if paired:
+        calibration["reason"] = "the baseline's runs alternated with these, on this machine"
     speeds = calibration.get("speed_ratios") or [1.0] * len(summaries)
 
     slo_block, slo_ignored = _slo_specs(summaries, baseline)
@@ -468,7 +473,7 @@ def compare(
         interval = None
         current_n, baseline_n = len(measured), len(samples.get(name) or [reference])
         if rule.timing and value is not None and reference is not None:
-            interval = _interval(normal, samples.get(name), reference)
+            interval = _interval(normal, samples.get(name), reference, paired)
         if reference is None:
             verdict = NEW
         elif value is None or normalized_value is None:
@@ -516,9 +521,16 @@ def _mean(values: list[float]) -> float:
 
 
 def _interval(
-    current: list[float], baseline_samples: list[float] | None, reference: float
+    current: list[float],
+    baseline_samples: list[float] | None,
+    reference: float,
+    paired: bool = False,
 ) -> tuple[float, float] | None:
-    """95% interval of mean(current) - baseline, when either side was repeated."""
+    """95% interval of mean(current) - baseline, when either side was repeated; of the mean
+    per-pair difference when the baseline's run i ran beside run i (a paired baseline), which
+    takes the machine's drift between pairs out of the interval."""
+    if paired and baseline_samples and len(baseline_samples) == len(current) > 1:
+        return estimate([c - b for c, b in zip(current, baseline_samples, strict=True)]).ci95
     base: Estimate = (
         estimate(baseline_samples) if baseline_samples else Estimate(reference, None, 1)
     )

@@ -91,6 +91,33 @@ def test_intervals_give_no_false_alarm_and_catch_a_real_slowdown() -> None:
         assert (row.n, row.baseline_n) == (3, 5)
 
 
+def _drifting_pairs(rng: np.random.Generator, slowdown: float) -> tuple[list[dict], list[dict]]:
+    """Five A/B pairs on a machine that drifts by 20% between pairs, 2% within one."""
+    base, current = [], []
+    for i in range(5):
+        machine = rng.uniform(0.8, 1.2)
+        base.append(_summary(f"a{i}", 1000.0 * machine * rng.normal(1, 0.02), 0.05))
+        current.append(_summary(f"b{i}", 1000.0 * machine * rng.normal(1, 0.02) / slowdown, 0.05))
+    return base, current
+
+
+def test_a_paired_baseline_takes_the_drift_between_pairs_out_of_the_interval() -> None:
+    """The CI gate's baseline ran beside the group, run i next to run i (.ci/gate.py): judged
+    per pair, a 25% slowdown fails and unchanged code passes, where the machine's drift
+    between pairs hides the slowdown from unpaired intervals."""
+    rng = np.random.default_rng(3)
+    for slowdown, verdict in ((1.0, OK), (1.25, REGRESSED)):
+        base, current = _drifting_pairs(rng, slowdown)
+        paired = {**make_baseline(base), "paired": True}
+        row = next(r for r in compare(current, paired).rows if r.metric == "cost.cpu_s_per_request")
+        assert row.verdict == verdict
+        unpaired = compare(current, make_baseline(base))
+        loose = next(r for r in unpaired.rows if r.metric == "cost.cpu_s_per_request")
+        assert loose.ci95 is not None and row.ci95 is not None
+        assert row.ci95[1] - row.ci95[0] < (loose.ci95[1] - loose.ci95[0]) / 2
+    assert not compare(current, paired).calibration["applied"]
+
+
 def test_a_change_inside_the_noise_is_neither_regressed_nor_improved() -> None:
     runs = [_summary(f"b{i}", rps, 0.05) for i, rps in enumerate((900, 1000, 1100, 1000))]
     baseline = make_baseline(runs)
