@@ -4,7 +4,7 @@ A CPU second or a request per second on a CI runner is not one on the machine th
 baseline (measured: the same code at 409 µs of CPU per request on a CI runner, 285-300 on a
 development machine), and the loopback reference is too noisy to correct a 10% threshold. So the
 gate measures both sides here: the commit that made baselines/ci.json (`source.git_commit`,
-extracted with `git archive`) and this tree, K runs each, alternating ABAB so that the runner's
+extracted with `git archive`) and this tree, K runs each, alternating so that the runner's
 drift falls on both (ABBA: neither side always first). The baseline commit's runs become a
 paired baseline (with the committed file's thresholds) and `harness compare` judges this tree's
 group against it on the 95% interval of the per-pair differences.
@@ -63,7 +63,7 @@ def main() -> int:
             )
             _group(group, [_scale(group / f"r{i}", args, None, work) for i in _count(args)])
             return _compare(group, args.baseline)
-        print(f"gate: this tree (B) against {commit[:12]} (A), {args.repeat} runs each, ABAB")
+        print(f"gate: this tree (B) against {commit[:12]} (A), {args.repeat} runs each, ABBA")
         ours, theirs = [], []
         for i in _count(args):  # ABBA: neither side always runs first
             pair = [(base_group, tree, theirs), (group, None, ours)]
