@@ -12,7 +12,7 @@ group against it on the 95% interval of the per-pair differences.
 Where that commit is not in the clone (a shallow checkout), the gate compares with the committed
 figures instead and says so: make the clone whole (`fetch-depth: 0`) to get the A/B gate.
 
-Run: .venv/bin/python .ci/gate.py [--repeat 5] [--run-dir runs/ci] [--baseline baselines/ci.json]
+Run: .venv/bin/python .ci/gate.py [--repeat 8] [--run-dir runs/ci] [--baseline baselines/ci.json]
 Exit status: 0 pass, 1 a regression, 2 the gate could not run. HARNESS_TEST_SLOWDOWN (the
 gate's own check, benchmarks/bench_gate.py) reaches this tree's runs only.
 """
@@ -39,7 +39,7 @@ SLOWDOWN = "HARNESS_TEST_SLOWDOWN"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=5, help="runs on each side (default 5)")
+    parser.add_argument("--repeat", type=int, default=8, help="runs on each side (default 8)")
     parser.add_argument("--n", default="5k", help="candidates per run (default 5k)")
     parser.add_argument("--oom-at", default="50%", help="OOM kills per run (default 50%%)")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/ci"), help="this tree's group")

@@ -1,6 +1,6 @@
 """The CI gate checked for both kinds of error: false alarms on unchanged code, misses on slow code.
 
-Run: .venv/bin/python benchmarks/bench_gate.py [--trials 5] [--repeat 5] [--slowdown 0.25]
+Run: .venv/bin/python benchmarks/bench_gate.py [--trials 5] [--repeat 8] [--slowdown 0.25]
 
 Runs the gate of `.ci/run` itself (.ci/gate.py: the baseline's commit and this tree, `--repeat`
 runs of 5K candidates each, alternating, judged per pair) `--trials` times on the unchanged tree
@@ -60,7 +60,7 @@ def _describe(verdict: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=5, help="runs per gate (.ci/run's --repeat)")
+    parser.add_argument("--repeat", type=int, default=8, help="runs a side per gate, as .ci/run")
     parser.add_argument("--slowdown", type=float, default=0.25)
     parser.add_argument("--keep", metavar="DIR", help="keep the runs here")
     args = parser.parse_args()

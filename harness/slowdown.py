@@ -43,19 +43,20 @@ def start_from_env() -> bool:
     burning = False
 
     def burn(signum: int, frame: object) -> None:
-        # The CPU clock ticks coarsely here (often 4 ms), so the debt is kept over the whole
-        # life of the process (quantisation does not add up) and spun off by the fine wall clock.
+        # The debt is kept over the whole life of the process (the timer's tick does not add
+        # up) and spun off on this thread's CPU clock: a wall-clock spin would count the time
+        # other work took the core as burned, and slow the code by less on a busy machine.
         nonlocal burned, burning
         if burning:  # the timer fired again during the spin
             return
         burning = True
         owed = share * (time.process_time() - start - burned) - burned
         if owed > 0:
-            began = time.perf_counter()
+            began = time.thread_time()
             end = began + owed
-            while time.perf_counter() < end:
+            while time.thread_time() < end:
                 pass
-            burned += time.perf_counter() - began
+            burned += time.thread_time() - began
         burning = False
 
     signal.signal(signal.SIGPROF, burn)

@@ -526,10 +526,17 @@ def _interval(
     reference: float,
     paired: bool = False,
 ) -> tuple[float, float] | None:
-    """95% interval of mean(current) - baseline, when either side was repeated; of the mean
-    per-pair difference when the baseline's run i ran beside run i (a paired baseline), which
-    takes the machine's drift between pairs out of the interval."""
+    """95% interval of mean(current) - baseline, when either side was repeated. With a paired
+    baseline (its run i ran beside run i) it is the mean per-pair ratio's (or, where a baseline
+    figure is 0, difference's), in the baseline's units: a machine that drifts between pairs
+    scales both runs of a pair alike, so the drift drops out of the interval."""
     if paired and baseline_samples and len(baseline_samples) == len(current) > 1:
+        if all(b > 0 for b in baseline_samples):  # drift scales a figure: judge pairs' ratios
+            ratios = estimate([c / b for c, b in zip(current, baseline_samples, strict=True)])
+            if ratios.ci95 is None:
+                return None
+            base_mean = estimate(baseline_samples).mean
+            return (ratios.ci95[0] - 1) * base_mean, (ratios.ci95[1] - 1) * base_mean
         return estimate([c - b for c, b in zip(current, baseline_samples, strict=True)]).ci95
     base: Estimate = (
         estimate(baseline_samples) if baseline_samples else Estimate(reference, None, 1)
