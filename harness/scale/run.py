@@ -70,6 +70,7 @@ from harness.scale.config import (
 )
 from harness.scale.console import Console
 from harness.scale.progress import Progress
+from harness.scale.story import simulated_story
 from harness.scale.target import TargetHandle, TargetOpening, settle_model, shown_command
 from harness.supervision.redact import MASK
 from harness.supervision.supervisor import TARGET_LOG
@@ -321,6 +322,9 @@ def _drive_and_verify(
             "client_saturated": saturated > 0,
         },
     )
+    if config.target is None and not config.serve:  # the embedded server: simulated time
+        outcome.simulated = simulated_story(run_dir.path, config.speed)
+        run_dir.update_manifest(simulated=outcome.simulated)
     if config.report:
         outcome.report = _report(run_dir, console)
     run_dir.close()
