@@ -142,20 +142,22 @@ class Choice:
         }
 
 
-def choose_model(xs: Sequence[float], ys: Sequence[float | None]) -> Choice | None:
-    """The candidate with the least leave-one-out RMSE over the rungs that measured the figure
-    (ties to the simpler); a straight line, unchecked, with two rungs; None with fewer."""
+def choose_model(
+    xs: Sequence[float], ys: Sequence[float | None], models: Sequence[str] = MODELS
+) -> Choice | None:
+    """Of `models`, the one with the least leave-one-out RMSE over the rungs that measured the
+    figure (ties to the simpler); a straight line, unchecked, with two rungs; None with fewer."""
     pairs = [(float(x), float(y)) for x, y in zip(xs, ys, strict=True) if y is not None]
     if len({x for x, _ in pairs}) < 2:
         return None
     rmse: dict[str, float | None] = {}
     errors: dict[str, list[float]] = {}
-    for name in MODELS:
+    for name in models:
         loo = loo_errors(name, pairs) if len(pairs) > 2 else None
         rmse[name] = None if loo is None else math.sqrt(sum(e * e for e in loo) / len(loo))
         if loo is not None:
             errors[name] = loo
-    checked = [name for name in MODELS if rmse[name] is not None]
+    checked = [name for name in models if rmse[name] is not None]
     name = "linear"
     if checked:
         least = min(rmse[n] for n in checked)  # type: ignore[type-var]
@@ -189,10 +191,13 @@ def rung_figures(
 
 def extrapolate(rungs: list[dict[str, Any]], target_n: int) -> dict[str, Any]:
     """Fit every figure against N with the model of least held-out error and predict it at
-    target_n: {figure: {model, formula, at_target, interval, loo_rmse, ...}}."""
+    target_n: {figure: {model, formula, at_target, interval, loo_rmse, ...}}. Time is a cost per
+    request, so it stays a straight line: a rate that warms up over the small rungs would
+    otherwise read as a run that stops getting longer."""
     fits: dict[str, Any] = {}
     for key, (label, fmt) in FIGURES.items():
-        choice = choose_model([r["n"] for r in rungs], [r.get(key) for r in rungs])
+        models = ("linear",) if key == "seconds" else MODELS
+        choice = choose_model([r["n"] for r in rungs], [r.get(key) for r in rungs], models)
         if choice is None:
             fits[key] = {"unavailable": f"{label}: fewer than two rungs measured it"}
             continue
@@ -229,11 +234,11 @@ def _choice_line(fit: dict[str, Any], target_n: int, fmt: Callable[[float], str]
     if not checked:
         return f"{fit['model']}: {fit['points']} rungs, no held-out check (run a third rung)"
     errors = ", ".join(f"{k} {fmt(v)}" for k, v in checked.items())
-    at = f"at {target_n:,}: {fmt(fit['at_target'])}"
+    why = "the least held-out error" if len(fit["loo_rmse"]) > 1 else "the only model fitted"
     low, high = fit["interval"]
     return (
-        f"{fit['model']}, the least held-out error (leave-one-out RMSE: {errors}); "
-        f"{at}, {fmt(low)} to {fmt(high)} (± its largest held-out error)"
+        f"{fit['model']}, {why} (leave-one-out RMSE: {errors}); at {target_n:,}: "
+        f"{fmt(fit['at_target'])}, {fmt(low)} to {fmt(high)} (± its largest held-out error)"
     )
 
 
@@ -245,7 +250,7 @@ def time_note(speed: float | None, seconds: float | None, target_n: int) -> str 
     if math.isinf(speed):
         return (
             f"time at {target_n:,} predicted at --speed max (no simulated delay): "
-            f"{_seconds(seconds)}, the harness's own ceiling, not the real run's duration"
+            f"{_seconds(seconds)}, how fast the harness itself goes, not the real run's duration"
         )
     real = seconds * speed / 3600
     return (

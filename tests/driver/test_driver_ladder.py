@@ -100,7 +100,8 @@ def test_extrapolate_reports_the_model_its_prediction_and_interval():
     assert fits["seconds"]["model"] == "linear"
     assert fits["seconds"]["at_target"] == pytest.approx(850.0)
     assert fits["peak_rss_bytes"]["at_target"] == pytest.approx(80 + 0.1 * 170_000)
-    assert fits["seconds"]["loo_rmse"]["saturating"] is None  # 3 rungs cannot check 3 parameters
+    assert list(fits["seconds"]["loo_rmse"]) == ["linear"]  # time: a cost per request
+    assert fits["peak_rss_bytes"]["loo_rmse"]["saturating"] is None  # 3 rungs, 3 parameters
     assert "unavailable" in fits["peak_vram_bytes"]
     lines = ladder_table(
         {"rungs": rungs, "fits": fits, "target_n": 170_000, "time_note": "time note"}
