@@ -157,12 +157,12 @@ def choose_model(
         rmse[name] = None if loo is None else math.sqrt(sum(e * e for e in loo) / len(loo))
         if loo is not None:
             errors[name] = loo
-    checked = [name for name in models if rmse[name] is not None]
+    scores = {n: r for n, r in rmse.items() if r is not None}  # in the order of `models`
     name = "linear"
-    if checked:
-        least = min(rmse[n] for n in checked)  # type: ignore[type-var]
+    if scores:
         tolerance = 1e-9 * max(1.0, max(abs(y) for _, y in pairs))
-        name = next(n for n in checked if rmse[n] <= least + tolerance)  # type: ignore[operator]
+        least = min(scores.values())
+        name = next(n for n, r in scores.items() if r <= least + tolerance)
     model = fit_model(name, pairs)
     assert model is not None
     spread = max(abs(e) for e in errors[name]) if name in errors else None

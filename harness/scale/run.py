@@ -322,7 +322,7 @@ def _drive_and_verify(
             "client_saturated": saturated > 0,
         },
     )
-    if config.target is None and not config.serve:  # the embedded server: simulated time
+    if not resumed and config.target is None and not config.serve:  # one session, embedded
         outcome.simulated = simulated_story(run_dir.path, config.speed)
         run_dir.update_manifest(simulated=outcome.simulated)
     if config.report:

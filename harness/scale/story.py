@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.rundir import EventKind, read_jsonl
+from harness.rundir import EVENTS, REQUESTS, SAMPLES, EventKind, read_jsonl
 from harness.units import format_bytes
 
 HOUR = 3600.0
@@ -26,21 +26,17 @@ def simulated_story(run_path: Path, speed: float) -> dict[str, Any] | None:
         return None
     ends = []
     first = math.inf
-    for path in sorted(run_path.glob("requests*.jsonl")):
-        for record in read_jsonl(path):
-            first = min(first, record["t"])
-            if record.get("ok"):
-                ends.append(record["t_end"])
+    for record in read_jsonl(run_path / REQUESTS):
+        first = min(first, record["t"])
+        if record.get("ok"):
+            ends.append(record["t_end"])
     if not ends:
         return None
     ends.sort()
     last = ends[-1]
-    deaths = [
-        e
-        for e in read_jsonl(run_path / "events.jsonl")
-        if e["kind"] == EventKind.EXITED and e.get("cause") == "oom_kill"
-    ]
-    server = [s for s in read_jsonl(run_path / "samples.jsonl") if "sim_vram_bytes" in s]
+    exits = [e for e in read_jsonl(run_path / EVENTS) if e["kind"] == EventKind.EXITED]
+    deaths = [e for e in exits if e.get("cause") == "oom_kill"]
+    server = [s for s in read_jsonl(run_path / SAMPLES) if "sim_vram_bytes" in s]
     total = max((s.get("sim_vram_total_bytes") or 0 for s in server), default=0)
     ooms, since = [], first
     for death in deaths:
@@ -64,25 +60,40 @@ def simulated_story(run_path: Path, speed: float) -> dict[str, Any] | None:
         "sim_vram_total_bytes": total or None,
         "peak_sim_vram_bytes": max((s["sim_vram_bytes"] for s in server), default=None),
         "ooms": ooms,
-        "trims": trim_counts(server),
+        "trims": trim_counts(server, [e["t"] for e in exits]),
     }
 
 
-def trim_counts(samples: Iterable[dict[str, Any]]) -> dict[str, int]:
-    """Context trims by reason over every server lifetime: the sampled counters' increases, a
-    restart's reset counted from zero (trims after a lifetime's last sample are not seen)."""
+def trim_counts(samples: Iterable[dict[str, Any]], deaths: Sequence[float] = ()) -> dict[str, Any]:
+    """Context trims over every server lifetime, from the sampled counters' increases (counted
+    from zero after a death, or when a counter falls; trims after a lifetime's last sample are
+    not seen): the total, and by reason where the sample names it (a server with trims of one
+    reason only is scraped without the label)."""
     last: dict[str, float] = {}
     counts: dict[str, float] = {}
+    previous = -math.inf
     for sample in samples:
+        t = sample.get("t", previous)
+        if any(previous < death <= t for death in deaths):
+            last.clear()  # a new server: its counters start from zero
+        previous = t
+        total = 0.0
         for key, value in sample.items():
-            if not key.startswith(_TRIMS) or value is None:
-                continue
-            reason = key.partition('reason="')[2].partition('"')[0] or "all"
-            before = last.get(reason, 0.0)
-            increase = value - before if value >= before else value  # a restart: from zero
-            counts[reason] = counts.get(reason, 0.0) + increase
-            last[reason] = value
-    return {reason: int(n) for reason, n in sorted(counts.items())}
+            if key.startswith(_TRIMS) and value is not None:
+                total += value
+                reason = key.partition('reason="')[2].partition('"')[0]
+                if reason:
+                    _add_increase(counts, last, reason, value)
+        if any(key.startswith(_TRIMS) for key in sample):
+            _add_increase(counts, last, "", total)
+    total = int(counts.pop("", 0))
+    return {"total": total, "by_reason": {r: int(n) for r, n in sorted(counts.items())}}
+
+
+def _add_increase(counts: dict[str, float], last: dict[str, float], key: str, value: float) -> None:
+    before = last.get(key, 0.0)
+    counts[key] = counts.get(key, 0.0) + (value - before if value >= before else value)
+    last[key] = value
 
 
 def story_lines(story: dict[str, Any]) -> list[str]:
@@ -108,7 +119,7 @@ def story_lines(story: dict[str, Any]) -> list[str]:
     if not story["ooms"]:
         lines.append("no OOM kill")
     trims = story["trims"]
-    if trims:
-        by_reason = ", ".join(f"{reason} {n:,}" for reason, n in trims.items())
-        lines.append(f"context trims: {sum(trims.values()):,} ({by_reason})")
+    if trims["total"]:
+        by_reason = ", ".join(f"{reason} {n:,}" for reason, n in trims["by_reason"].items())
+        lines.append(f"context trims: {trims['total']:,} ({by_reason})")
     return lines

@@ -82,10 +82,15 @@ def test_the_server_dies_of_its_own_oom_at_the_predicted_request(tmp_path: Path)
 
 
 def test_trims_add_up_across_a_restart():
+    periodic, vram = 'context_trims_total{reason="periodic"}', 'context_trims_total{reason="vram"}'
     samples = [
-        {'context_trims_total{reason="periodic"}': 2.0},
-        {'context_trims_total{reason="periodic"}': 5.0, 'context_trims_total{reason="x"}': 1.0},
-        {'context_trims_total{reason="periodic"}': 1.0},  # a new server lifetime
-        {'context_trims_total{reason="periodic"}': 3.0, "sim_vram_bytes": 1.0},
+        {"context_trims_total": 2.0},  # one reason so far: scraped without its label
+        {periodic: 5.0, vram: 1.0},
+        {"context_trims_total": 1.0},  # a new server lifetime
+        {periodic: 3.0, vram: 0.0, "sim_vram_bytes": 1.0},
+        {"sim_vram_bytes": 1.0},
     ]
-    assert trim_counts(samples) == {"periodic": 8, "x": 1}
+    assert trim_counts(samples) == {"total": 9, "by_reason": {"periodic": 8, "vram": 1}}
+    # a death between two samples starts the counters again, even where they did not fall
+    timed = [{"t": 1.0, periodic: 2.0, vram: 0.0}, {"t": 3.0, periodic: 4.0, vram: 0.0}]
+    assert trim_counts(timed, deaths=[2.0]) == {"total": 6, "by_reason": {"periodic": 6, "vram": 0}}
