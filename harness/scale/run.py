@@ -324,7 +324,8 @@ def _drive_and_verify(
     )
     if not resumed and config.target is None and not config.serve:  # one session, embedded
         outcome.simulated = simulated_story(run_dir.path, config.speed)
-        run_dir.update_manifest(simulated=outcome.simulated)
+        if outcome.simulated is not None:
+            run_dir.update_manifest(simulated=outcome.simulated)
     if config.report:
         outcome.report = _report(run_dir, console)
     run_dir.close()
