@@ -75,6 +75,7 @@ class ScaleOutcome:
     resumed_from: int = 0
     processes: int = 1
     saturated_processes: int = 0  # driver processes whose own check found them saturated
+    simulated: dict[str, Any] | None = None  # the embedded server's simulated timeline (story)
 
     @property
     def ok(self) -> bool:

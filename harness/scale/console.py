@@ -11,6 +11,7 @@ from typing import TextIO
 
 from harness.progress import interactive
 from harness.scale.config import ScaleOutcome
+from harness.scale.story import story_lines
 
 
 class Console:
@@ -87,6 +88,8 @@ class Console:
             f"verification: expected {v['expected']:,}, received {v['received']:,}, "
             f"lost {v['lost']:,}, duplicated {v['duplicated']:,}, failed {v['failed']:,}"
         )
+        for line in story_lines(outcome.simulated) if outcome.simulated else ():
+            self.say(line)
         if outcome.failures:
             causes = ", ".join(f"{k} {c:,}" for k, c in sorted(outcome.failures.items()))
             self.say(f"failed attempts (retried): {causes}")

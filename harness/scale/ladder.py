@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from harness.driver.ladder import extrapolate, ladder_table, rung_figures
+from harness.driver.ladder import extrapolate, ladder_table, rung_figures, time_note
 from harness.errors import UserError
 from harness.rundir import (
     MANIFEST,
@@ -31,6 +31,7 @@ from harness.scale.config import (
 )
 from harness.scale.console import Console
 from harness.scale.run import open_dataset, run_scale
+from harness.units import format_speed
 
 _RUNG_ENV = "HARNESS_LADDER_RUNG"
 _RUNG_COMMAND = "import sys, harness.scale.ladder as ladder; sys.exit(ladder.rung_main())"
@@ -72,12 +73,17 @@ def run_ladder(
             summary = read_json_file(run_dir / SUMMARY) or write_summary(run_dir).summary
             figures = rung_figures(summary, outcome["seconds"], outcome["process_peak_rss_bytes"])
             rungs.append({"n": n, "run_dir": str(run_dir), "ok": outcome["ok"], **figures})
+    fits = extrapolate(rungs, target_n)
+    embedded = config.target is None and not config.serve
+    speed = config.speed if embedded else None  # --speed compresses the embedded server only
     document = {
         "kind": "scale-ladder",
         "mode": config.mode,
         "target_n": target_n,
+        "speed": None if speed is None else format_speed(speed),
         "rungs": rungs,
-        "fits": extrapolate(rungs, target_n),
+        "fits": fits,
+        "time_note": time_note(speed, fits["seconds"].get("at_target"), target_n),
         "time": utc_iso(),
     }
     write_json_atomic(root / "ladder.json", document)

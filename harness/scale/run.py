@@ -70,6 +70,7 @@ from harness.scale.config import (
 )
 from harness.scale.console import Console
 from harness.scale.progress import Progress
+from harness.scale.story import simulated_story
 from harness.scale.target import TargetHandle, TargetOpening, settle_model, shown_command
 from harness.supervision.redact import MASK
 from harness.supervision.supervisor import TARGET_LOG
@@ -321,6 +322,10 @@ def _drive_and_verify(
             "client_saturated": saturated > 0,
         },
     )
+    if not resumed and config.target is None and not config.serve:  # one session, embedded
+        outcome.simulated = simulated_story(run_dir.path, config.speed)
+        if outcome.simulated is not None:
+            run_dir.update_manifest(simulated=outcome.simulated)
     if config.report:
         outcome.report = _report(run_dir, console)
     run_dir.close()

@@ -178,8 +178,12 @@ def test_ladder_fits_small_sizes_and_extrapolates(tmp_path, cache_dir):
     table = out.getvalue()
     assert "  170,000 " in table and "(extrapolated)" in table and "fit: time = " in table
     seconds = document["fits"]["seconds"]
-    assert seconds["points"] == 3 and seconds["r2"] is not None and seconds["at_target"] > 0
-    assert seconds["formula"].startswith("time = ") and "per 1K candidates" in seconds["formula"]
+    assert seconds["points"] == 3 and seconds["at_target"] > 0
+    assert seconds["model"] == "linear" and seconds["formula"].startswith("time = ")
+    assert seconds["loo_rmse"]["linear"] is not None
+    low, high = seconds["interval"]
+    assert low <= seconds["at_target"] <= high
+    assert document["speed"] == "200.0" and "predicted at --speed 200: " in table
     assert orjson.loads((tmp_path / "ladder" / "ladder.json").read_bytes()) == document
     assert all((tmp_path / "ladder" / f"n{n}" / "results.jsonl").exists() for n in (200, 400, 800))
 
