@@ -83,7 +83,8 @@ def test_oom_kill_restart_and_continuous_samples(run_dir: RunDir) -> None:
     pids = [row["pid"] for row in ram if row["pid"] is not None]
     assert pids[0] == first_pid and pids[-1] != first_pid  # one series across the pid change
     gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(ram)]
-    assert max(gaps) < 3 * INTERVAL_S, "the RAM series has a hole"
+    # a busy machine delays a tick or two; a hole across the restart lasts its load time at least
+    assert max(gaps) < LOAD_TIME_S, "the RAM series has a hole"
     server_rows = samples(run_dir, "server")
     assert any(row["t"] < exited["t"] for row in server_rows)
     assert any(row["t"] > recovered["t"] for row in server_rows)
