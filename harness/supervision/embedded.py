@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,13 +64,31 @@ class EmbeddedServer:
             metrics_url=f"{self.url}/metrics",
             metrics_grace_s=self.ready_timeout,
         )
-        if not self.supervisor.wait_ready(self.ready_timeout):
-            self.stop()
-            raise UserError(
-                f"the reference server was not ready within {self.ready_timeout:g} s; "
-                f"see its log, {self.supervisor.log_path}"
-            )
+        deadline = time.monotonic() + self.ready_timeout
+        while not self.supervisor.wait_ready(min(0.2, max(0.0, deadline - time.monotonic()))):
+            refused = self._refused_arguments()
+            if refused is not None or time.monotonic() >= deadline:
+                self.stop()
+                raise UserError(
+                    f"the reference server refused its arguments: {refused}"
+                    if refused is not None
+                    else f"the reference server was not ready within {self.ready_timeout:g} s; "
+                    f"see its log, {self.supervisor.log_path}"
+                )
         return self
+
+    def _refused_arguments(self) -> str | None:
+        """The server's one-line error when it exited 2 (bad arguments, as every `harness`
+        command does): restarting it would only repeat that, so scale stops at once."""
+        last = self.supervisor.last_exit
+        if last is None or last.get("returncode") != 2:
+            return None
+        try:
+            lines = self.supervisor.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        errors = [line for line in lines if line.startswith("harness: error:")]
+        return errors[-1].removeprefix("harness: error:").strip() if errors else "exit 2"
 
     def stop(self) -> None:
         if self.sampler is not None:

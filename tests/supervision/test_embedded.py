@@ -7,9 +7,12 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import httpx
+import pytest
 
+from harness.errors import UserError
 from harness.rundir import RunDir
 from harness.supervision.embedded import EmbeddedServer
 
@@ -89,3 +92,14 @@ def test_oom_kill_restart_and_continuous_samples(run_dir: RunDir) -> None:
     assert any(row["t"] < exited["t"] for row in server_rows)
     assert any(row["t"] > recovered["t"] for row in server_rows)
     assert all(row["sim_vram_total_bytes"] > 0 for row in server_rows)
+
+
+def test_arguments_the_server_refuses_stop_at_once_with_its_reason(run_dir: RunDir) -> None:
+    """A server that exits 2 (bad arguments) would do so at every restart: no waiting out the
+    ready timeout, its own one-line error instead."""
+    server = EmbeddedServer(run_dir, server_args=["--set", "no_such_field=1"], ready_timeout=120)
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"refused its arguments: .*no_such_field"):
+        server.start()
+    assert time.monotonic() - started < 60  # a restart backoff at most, never the timeout
+    assert server.supervisor.finished
