@@ -103,12 +103,21 @@ class Profile:
         return BLOCK_TOKENS * self.kv_bytes_per_token
 
     @property
+    def reserved_activation_bytes(self) -> int:
+        """vllm: the peak activations of one prefill chunk, measured by vLLM's profiling run at
+        start-up and kept out of the pool, so prefills never allocate; 0 for other kinds."""
+        if self.kind != "vllm":
+            return 0
+        return self.prefill_chunk_tokens * self.activation_bytes_per_token
+
+    @property
     def kv_capacity_bytes(self) -> int:
         """VRAM for the KV cache once weights and runtime overhead are loaded: what is left
-        (seed, ollama), or vLLM's pool within gpu_memory_utilization."""
+        (seed, ollama), or vLLM's pool within gpu_memory_utilization (less the activations
+        its profiling run reserved)."""
         usable = self.vram_total_bytes
         if self.kind == "vllm":
-            usable = int(self.gpu_memory_utilization * usable)
+            usable = int(self.gpu_memory_utilization * usable) - self.reserved_activation_bytes
         return usable - self.weights_bytes - self.runtime_overhead_bytes
 
     @property
@@ -404,8 +413,8 @@ class Simulator:
         if loaded <= 0:
             return 0
         base = int(p.weights_bytes * loaded) + p.runtime_overhead_bytes
-        if p.kind == "vllm":
-            kv = p.kv_capacity_bytes if loaded >= 1 else 0  # the pool, reserved once loaded
+        if p.kind == "vllm":  # the pool and the activations' room, reserved once loaded
+            kv = p.kv_capacity_bytes + p.reserved_activation_bytes if loaded >= 1 else 0
         else:
             kv = self.kv_blocks * p.block_bytes
         return base + kv + self.activation_bytes + self.leaked_bytes + self.fragmented_bytes
@@ -662,9 +671,12 @@ class Simulator:
 
     async def _prefill(self, running: Running, tokens: int, attended: int) -> None:
         """Prefill `tokens` tokens (attending to `attended`), holding the activations of one
-        chunk meanwhile: a prefill that does not fit them is an out-of-memory error."""
+        chunk meanwhile: a prefill that does not fit them is an out-of-memory error (vllm:
+        they live in the room reserved at start-up, so they never do)."""
         p = self.profile
         activation = min(tokens, p.prefill_chunk_tokens) * p.activation_bytes_per_token
+        if p.kind == "vllm":
+            activation = 0
         if activation and not self._fits(activation):
             self._out_of_memory(activation)
         self.activation_bytes += activation

@@ -124,6 +124,38 @@ def test_vllm_reserves_its_pool_at_start_up():
         toy_profile("vllm", gpu_memory_utilization=0.75)  # 32 blocks = 512 tokens < 1024
 
 
+def test_vllm_keeps_prefill_activations_in_room_reserved_at_start_up():
+    """vLLM sizes its pool after a profiling run has measured one chunk's activations: with
+    every slot prefilling at once VRAM stays flat and nothing runs out of memory, where the
+    seed kind on the same GPU would need a chunk's activations per prefill."""
+
+    async def scenario() -> None:
+        profile = toy_profile(
+            "vllm",
+            gpu_memory_utilization=0.75,
+            context_limit=128,
+            activation_bytes_per_token=1 * KiB,
+            prefill_chunk_tokens=64,
+        )
+        # 1.5 MiB usable, less 64 KiB of activations and 1 MiB of weights: a 448 KiB pool
+        assert profile.reserved_activation_bytes == 64 * KiB
+        assert profile.kv_capacity_bytes == 448 * KiB
+        sim = simulator(profile)
+        flat = sim.vram_used_bytes()
+        assert flat == int(0.75 * 2 * MiB)
+        seen = []
+
+        async def one(user: str) -> None:
+            await sim.complete(sim.plan(request(user)))
+            seen.append(sim.vram_used_bytes())
+
+        await asyncio.gather(*(one(f"{i}" * 200) for i in range(8)))  # 8 prefills of 64+
+        assert seen and set(seen) == {flat}
+        assert sim.activation_bytes == 0
+
+    asyncio.run(scenario())
+
+
 # -- preemption --------------------------------------------------------------------------------
 
 

@@ -103,3 +103,15 @@ def test_arguments_the_server_refuses_stop_at_once_with_its_reason(run_dir: RunD
         server.start()
     assert time.monotonic() - started < 60  # a restart backoff at most, never the timeout
     assert server.supervisor.finished
+
+
+def test_the_servers_last_counters_are_read_when_sampling_stops(run_dir: RunDir) -> None:
+    """Sampling every 30 s, a 5-request run would record none of them: the reading taken at
+    stop, while the server still runs, has every one (a run's final engine counters)."""
+    server = EmbeddedServer(run_dir, server_args=["--speed", "max"], sample_interval=30.0)
+    with server:
+        for _ in range(5):
+            assert httpx.post(f"{server.url}/v1/chat/completions", json=CHAT).status_code == 200
+    last = samples(run_dir, "server")[-1]
+    done = sum(v for k, v in last.items() if k.startswith("request_success_total"))
+    assert done == 5

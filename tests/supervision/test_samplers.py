@@ -88,11 +88,12 @@ def test_loop_is_drift_free_and_skips_instead_of_bunching(run_dir: RunDir) -> No
     elapsed = time.monotonic() - began
     # Ticks keep to start + k * interval however long each takes: ticks run plus slots skipped
     # match the elapsed time. A loop sleeping `interval` after each tick would have run about
-    # elapsed / (interval + 0.03), 40% fewer.
-    assert elapsed / interval - 2 <= loop.ticks + loop.missed <= elapsed / interval + 1
+    # elapsed / (interval + 0.03), 40% fewer. (The reading at stop may take up to 0.13 s.)
+    assert elapsed / interval - 5 <= loop.ticks + loop.missed <= elapsed / interval + 1
     # the 0.13 s tick made whole slots late: skipped and counted, not run back to back
     assert loop.missed >= 1
-    assert [row["n"] for row in samples(run_dir, "slow")] == list(range(1, loop.ticks + 1))
+    # every tick, then one reading at stop (the target's last figures)
+    assert [row["n"] for row in samples(run_dir, "slow")] == list(range(1, loop.ticks + 2))
 
 
 @pytest.fixture

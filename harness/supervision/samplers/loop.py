@@ -57,7 +57,9 @@ class SamplerLoop:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """End the loop after the tick in progress; idempotent."""
+        """End the loop after the tick in progress, then read every sampler once more: the
+        target's last figures (a run's final counters) are otherwise up to an interval old.
+        Idempotent."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -65,6 +67,8 @@ class SamplerLoop:
             worker.stop(timeout)
         if not self._stopped:
             self._stopped = time.monotonic()
+            if not self._thread.is_alive() and self._thread.ident is not None:
+                self._final_tick()
         if not self._thread.is_alive():
             self._tree.close()
         for sampler in [*self._samplers, *(w.sampler for w in self._background)]:
@@ -119,15 +123,27 @@ class SamplerLoop:
         self._cpu_seconds = time.thread_time() - cpu_start
 
     def _tick(self, t: float) -> None:
-        try:
-            pid = self._pid()
-        except Exception:  # a target callable must not end the loop
-            pid = None
+        pid = self._target_pid()
         for worker in self._background:
             worker.trigger(t)  # a busy worker counts the skip itself
+        self._tick_samplers(t, pid)
+
+    def _target_pid(self) -> int | None:
+        try:
+            return self._pid()
+        except Exception:  # a target callable must not end the loop
+            return None
+
+    def _tick_samplers(self, t: float, pid: int | None) -> None:
         tick = Tick(t=t, pid=pid, tree=self._tree)
         for sampler in self._samplers:
             self._read(sampler, tick)
+
+    def _final_tick(self) -> None:
+        t = time.time()
+        self._tick_samplers(t, self._target_pid())
+        for worker in self._background:
+            worker.read_now(t)
 
     def _read(self, sampler: Sampler, tick: Tick) -> None:
         try:
@@ -184,6 +200,13 @@ class _Background:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def read_now(self, t: float) -> None:
+        """One reading in the caller's thread, once this worker's own has ended."""
+        if self._thread.is_alive():
+            return
+        self._pending = t
+        self._read_pending()
+
     def _run(self) -> None:
         cpu_start = time.thread_time()
         while True:
@@ -192,17 +215,22 @@ class _Background:
                     self._cond.wait()
                 if self._stopping:
                     break
-                t, self._pending, self._busy = self._pending, None, True
-            try:
-                rows = self.sampler.read(Tick(t=t, pid=None, tree=self._tree))
-                self._write(self.sampler.source, t, rows)
-            except Exception as exc:
-                key = f"{self.sampler.source}-error"
-                self._notices.once(key, f"{self.sampler.source} sampler: {exc!r}")
-            finally:
-                with self._cond:
-                    self._busy = False
+                self._busy = True
+            self._read_pending()
         self.cpu_seconds = time.thread_time() - cpu_start
+
+    def _read_pending(self) -> None:
+        t, self._pending = self._pending, None
+        assert t is not None
+        try:
+            rows = self.sampler.read(Tick(t=t, pid=None, tree=self._tree))
+            self._write(self.sampler.source, t, rows)
+        except Exception as exc:
+            key = f"{self.sampler.source}-error"
+            self._notices.once(key, f"{self.sampler.source} sampler: {exc!r}")
+        finally:
+            with self._cond:
+                self._busy = False
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:
