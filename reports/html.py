@@ -29,13 +29,19 @@ figcaption{color:#555;font-size:.9em}
 
 _CAPTIONS = {
     "memory": "Memory over time. Vertical lines mark OOM kills, restarts, recoveries and injected "
-    "faults; ticks along the bottom mark context trims; the dotted line is progress (right axis).",
+    "faults, and when the target went degraded (failing while up) and was restored; ticks along "
+    "the bottom mark context trims; the dotted line is progress (right axis). A cgroup shared "
+    "with the harness is drawn with system RAM; a run at a finite --speed has simulated hours "
+    "along the top.",
     "engine": "The engine's own view from the target's /metrics: KV-cache usage with preemptions "
     "marked (triangles), and requests waiting for and holding a slot.",
     "recovery": "Recovery after each death: seconds to process up, to ready, and to the first "
     "successful request.",
-    "latency": "Latency percentiles per time bin; failed requests excluded.",
-    "throughput": "Requests and output tokens per second per time bin.",
+    "latency": "Latency percentiles per time bin, requests binned by completion time; failed "
+    "requests excluded. ITL and TPOT share a panel when they are the same for every request "
+    "(one token per streamed chunk).",
+    "throughput": "Requests per second, and output tokens per second below, per time bin of "
+    "completion time.",
 }
 
 
@@ -72,10 +78,7 @@ def _overview(summary: Mapping[str, Any]) -> str:
     duration = window.get("duration_s")
     rows = [
         ("target", run.get("target_url") or "—"),
-        (
-            "dataset",
-            f"{dataset.get('path', '—')} ({dataset.get('n', '?')} records)" if dataset else "—",
-        ),
+        ("dataset", _dataset(dataset)),
         ("started", run.get("start_time") or _when(window.get("start_t"))),
         ("ended", run.get("end_time") or _when(window.get("end_t"))),
         ("duration", format_seconds(duration) if duration is not None else "—"),
@@ -83,6 +86,15 @@ def _overview(summary: Mapping[str, Any]) -> str:
         ("loopback reference", _reference(calibration)),
     ]
     return _pairs(rows)
+
+
+def _dataset(dataset: Mapping[str, Any]) -> str:
+    """The file sent, or what was generated in its place (a Locust run without --dataset)."""
+    count = dataset.get("n")
+    records = f"{count:,} records" if isinstance(count, int) else "records: ?"
+    if dataset.get("path"):
+        return f"{dataset['path']} ({records})"
+    return f"generated, not read from a file ({records})" if dataset else "—"
 
 
 def _reference(calibration: Mapping[str, Any]) -> str:
@@ -145,6 +157,9 @@ def _traffic(summary: Mapping[str, Any]) -> str:
 
 def _memory(summary: Mapping[str, Any]) -> str:
     memory = summary["memory"]
+    cgroup = "peak cgroup usage"
+    if memory.get("cgroup_shared"):
+        cgroup += " (a cgroup shared with the harness, not the target's own)"
     rows = [
         (label, format_metric(f"memory.{key}", memory.get(key)))
         for key, label in (
@@ -152,7 +167,7 @@ def _memory(summary: Mapping[str, Any]) -> str:
             ("peak_pss_bytes", "peak target PSS"),
             ("peak_system_used_bytes", "peak system RAM used"),
             ("system_total_bytes", "system RAM total"),
-            ("peak_cgroup_usage_bytes", "peak cgroup usage"),
+            ("peak_cgroup_usage_bytes", cgroup),
             ("cgroup_limit_bytes", "cgroup limit"),
             ("peak_vram_bytes", "peak VRAM (NVML)"),
             ("peak_sim_vram_bytes", "peak simulated VRAM"),

@@ -121,7 +121,15 @@ def leak_check(
     late, expected, late_se = _late_growth(hours, y, segment, per_hour)
     result.late_growth_mb, result.expected_late_growth_mb = late, expected
 
-    if per_hour.ci95[0] <= 0:
+    ruled_out = per_hour.ci95[1] * span_h < material  # even the interval's top is immaterial
+    if not ruled_out and (per_hour.ci95[0] <= 0 or growth < material):
+        # the interval holds both no leak and a material one: no verdict either way
+        result.reason = (
+            f"slope {per_hour.value:+.2f} MB/h, 95% {per_hour.ci95[0]:+.2f} to "
+            f"{per_hour.ci95[1]:+.2f}: over the {span_h * 3600:.0f} s analysed that neither "
+            f"shows nor rules out {material:.1f} MB of growth; run longer"
+        )
+    elif per_hour.ci95[0] <= 0:
         result.verdict = STABLE
         result.reason = (
             f"slope {per_hour.value:+.2f} MB/h is not above zero at 95% "

@@ -9,6 +9,7 @@ Long series are min/max downsampled (reports.downsample) so peaks survive at any
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from reports.engine import has_engine_gauges, preemption_times
 from reports.recovery import STAGES, incidents
 from reports.rundata import Columns, RunData
 from reports.summary import (
+    cgroup_is_the_targets,
     completed_at,
     lifetime_boundaries,
     vram_per_gpu,
@@ -34,6 +36,7 @@ MAX_POINTS = 4000  # per line; min/max pairs, so 2000 buckets
 DPI = 100
 GIB = 1024**3
 MIB = 1024**2
+MIN_BOX_POINTS = 5  # a box plot from fewer points draws quartiles that are not there
 
 # key -> (legend label, colour, line style); exits are keyed by their cause.
 MARKERS: dict[str, tuple[str, str, str]] = {
@@ -254,6 +257,8 @@ def memory_figure(run: RunData, duration_s: float | None = None) -> Figure | Non
     figure = _new_figure(12, 9)
     ax_target, ax_system, ax_vram = figure.subplots(3, 1, sharex=True, height_ratios=[3, 1.4, 2])
 
+    own_cgroup = cgroup_is_the_targets(ram)
+    cgroup = (("cgroup_usage_bytes", "cgroup usage", "#8c564b"),)
     scale = _ram_panel(
         ax_target,
         axis,
@@ -261,13 +266,13 @@ def memory_figure(run: RunData, duration_s: float | None = None) -> Figure | Non
         (
             ("rss_bytes", "target RSS", "#1f77b4"),
             ("pss_bytes", "target PSS", "#ff7f0e"),
-            ("cgroup_usage_bytes", "cgroup usage", "#8c564b"),
+            *(cgroup if own_cgroup else ()),
         ),
         "Target process memory",
         lifetime_boundaries(run),
     )
     limit = None if ram is None else ram.get("cgroup_limit_bytes")
-    if limit is not None and scale is not None:
+    if own_cgroup and limit is not None and scale is not None:
         ax_target.axhline(
             np.nanmin(limit) / scale, color="#8c564b", linestyle="--", label="cgroup limit"
         )
@@ -277,24 +282,50 @@ def memory_figure(run: RunData, duration_s: float | None = None) -> Figure | Non
     if twin is not None:
         handles += twin.get_legend_handles_labels()[0]
     if handles:
-        ax_target.legend(handles=handles, loc="upper left", fontsize=8, ncols=2)
+        _legend_outside(ax_target, handles, twin is not None)
 
+    shared = (("cgroup_usage_bytes", "cgroup usage (shared with the harness)", "#8c564b"),)
     _ram_panel(
         ax_system,
         axis,
         ram,
-        (("system_used_bytes", "system RAM used", "#1f77b4"),),
+        (("system_used_bytes", "system RAM used", "#1f77b4"), *(() if own_cgroup else shared)),
         "System RAM",
     )
     total = None if ram is None else ram.get("system_total_bytes")
     if total is not None:
         ax_system.set_title(f"System RAM (of {np.nanmax(total) / GIB:.1f} GiB)")
     _draw_markers(ax_system, markers, axis)
+    if ax_system.get_legend_handles_labels()[0]:
+        _legend_outside(ax_system, ax_system.get_legend_handles_labels()[0], False)
 
     _vram_panel(ax_vram, run, axis, gpus, server)
     _draw_markers(ax_vram, markers, axis)
     ax_vram.set_xlabel(axis.label)
+    _simulated_hours_axis(ax_target, run, axis)
     return figure
+
+
+def _legend_outside(ax: Any, handles: list, twin: bool) -> None:
+    """The legend right of the panel (past a second axis's labels), never over the data."""
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.09 if twin else 1.01, 1.0),
+        borderaxespad=0.0,
+        fontsize=8,
+    )
+
+
+def _simulated_hours_axis(ax: Any, run: RunData, axis: TimeAxis) -> None:
+    """A second time axis on top, in simulated hours, for a run on the simulated server at a
+    finite --speed (simulated time = wall time x speed)."""
+    speed = (run.manifest.get("simulated") or {}).get("speed")
+    if not isinstance(speed, (int, float)) or not 0 < speed < math.inf:
+        return
+    factor = axis.scale * speed / 3600.0
+    top = ax.secondary_xaxis("top", functions=(lambda x: x * factor, lambda h: h / factor))
+    top.set_xlabel(f"simulated hours (at --speed {speed:g})")
 
 
 def _vram_panel(
@@ -354,7 +385,7 @@ def _vram_panel(
         title = "VRAM (NVML) and simulated VRAM (reference server)"
     ax.set_title(title)
     ax.set_ylabel(unit)
-    ax.legend(loc="upper left", fontsize=8)
+    _legend_outside(ax, ax.get_legend_handles_labels()[0], False)
 
 
 def engine_figure(run: RunData, duration_s: float | None = None) -> Figure | None:
@@ -413,7 +444,7 @@ def engine_figure(run: RunData, duration_s: float | None = None) -> Figure | Non
         )
     handles = ax_kv.get_legend_handles_labels()[0] + proxies
     if handles:
-        ax_kv.legend(handles=handles, loc="upper left", fontsize=8, ncols=2)
+        _legend_outside(ax_kv, handles, False)
 
     ax_queue.set_title("Requests in the engine")
     drawn = False
@@ -436,7 +467,7 @@ def engine_figure(run: RunData, duration_s: float | None = None) -> Figure | Non
             )
             drawn = True
     if drawn:
-        ax_queue.legend(loc="upper left", fontsize=8)
+        _legend_outside(ax_queue, ax_queue.get_legend_handles_labels()[0], False)
     else:
         _note(ax_queue, "requests waiting/running: not exposed by the target")
     ax_queue.set_ylabel("requests")
@@ -491,15 +522,18 @@ def recovery_figure(run: RunData) -> Figure | None:
 
     columns = [[item[s] for item in found if item.get(s) is not None] for s in STAGES]
     kept = [(i, values) for i, values in enumerate(columns) if values]
+    boxed = [(i, values) for i, values in kept if len(values) >= MIN_BOX_POINTS]
+    if boxed:  # a box of fewer points draws quartiles that are not there: points only
+        ax_dist.boxplot([v for _, v in boxed], positions=[i for i, _ in boxed], widths=0.5)
     if kept:
-        ax_dist.boxplot([values for _, values in kept], positions=[i for i, _ in kept], widths=0.5)
         rng = np.random.default_rng(0)  # fixed jitter: the same run draws the same picture
         for i, values in kept:
             ax_dist.scatter(
                 i + rng.uniform(-0.12, 0.12, len(values)), values, s=12, color=colours[i], zorder=3
             )
     ax_dist.set_xticks(range(len(STAGES)), [_STAGE_LABELS[s] for s in STAGES], fontsize=8)
-    ax_dist.set_title("Distribution across incidents")
+    few = "" if len(boxed) == len(kept) else f" (boxes from {MIN_BOX_POINTS} incidents on)"
+    ax_dist.set_title(f"Distribution across incidents{few}")
     ax_dist.set_ylabel("seconds since death")
     return figure
 
@@ -529,6 +563,25 @@ def binned_percentiles(
     return result
 
 
+def _merge_identical(
+    panels: list[tuple[str, np.ndarray, np.ndarray]], first: str, second: str
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """One panel for two figures that are the same request by request (ITL and TPOT, when
+    every streamed chunk is one token), labelled with both names."""
+    found = {label: i for i, (label, _, _) in enumerate(panels)}
+    if first not in found or second not in found:
+        return panels
+    a, b = panels[found[first]][2], panels[found[second]][2]
+    if not np.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True):
+        return panels
+    merged = f"{first} = {second}"
+    return [
+        (merged, t, v) if label == first else (label, t, v)
+        for label, t, v in panels
+        if label != second
+    ]
+
+
 def latency_figure(run: RunData, duration_s: float | None = None) -> Figure | None:
     """p50/p95/p99 over time of end-to-end latency, TTFT, ITL and TPOT (successful requests)."""
     axis = TimeAxis.for_run(run, duration_s)
@@ -550,6 +603,7 @@ def latency_figure(run: RunData, duration_s: float | None = None) -> Figure | No
                 values = requests[name][ok]
                 if np.isfinite(values).any():
                     panels.append((label, t_end, values))
+            panels = _merge_identical(panels, "ITL (per-request mean)", "TPOT")
     history = None if run.locust is None else run.locust.history
     if not panels and history is None:
         return None
@@ -568,7 +622,7 @@ def latency_figure(run: RunData, duration_s: float | None = None) -> Figure | No
                 gid=f"{label}:{name}",
             )
         ax.set_ylabel(f"{label} (ms)")
-        ax.legend(loc="upper left", fontsize=8)
+        _legend_outside(ax, ax.get_legend_handles_labels()[0], False)
     if not panels:
         ax = axes[0]
         for name in ("p50", "p95", "p99"):
@@ -578,21 +632,22 @@ def latency_figure(run: RunData, duration_s: float | None = None) -> Figure | No
                 label=f"{name} (Locust, incl. failures)",
             )
         ax.set_ylabel("response time (ms)")
-        ax.legend(loc="upper left", fontsize=8)
+        _legend_outside(ax, ax.get_legend_handles_labels()[0], False)
     for ax in axes:
         _draw_markers(ax, markers, axis)
     axes[0].set_title("Latency percentiles over time (successful requests)")
-    axes[-1].set_xlabel(axis.label)
+    axes[-1].set_xlabel(f"{axis.label}; requests binned by completion time")
     return figure
 
 
 def throughput_figure(run: RunData, duration_s: float | None = None) -> Figure | None:
-    """Successful and failed requests/s per time bin, output tokens/s on a second axis."""
+    """Successful and failed requests/s per time bin; output tokens/s in a panel of its own
+    (on one axis the two lines coincide whenever answers are of similar length)."""
     axis = TimeAxis.for_run(run, duration_s)
     requests = run.requests
-    figure = _new_figure(12, 3.8)
-    ax = figure.subplots()
+    markers = event_markers(run)
     handles: list[Any] = []
+    token_rate = None
     if requests is not None and len(requests):
         t_end = requests["t_end"]
         finite = np.isfinite(t_end)
@@ -601,24 +656,30 @@ def throughput_figure(run: RunData, duration_s: float | None = None) -> Figure |
         centres = axis((edges[:-1] + edges[1:]) / 2)
         ok = requests.ok & finite
         failed = ~requests.ok & finite
-        ok_rate = np.histogram(t_end[ok], edges)[0] / width
-        fail_rate = np.histogram(t_end[failed], edges)[0] / width
-        handles += ax.plot(centres, ok_rate, color="#1f77b4", label="successful req/s")
-        if failed.any():
-            handles += ax.plot(
-                centres, fail_rate, color="#000000", linewidth=0.9, label="failed req/s"
-            )
         tokens = requests["output_tokens"]
         usable = ok & np.isfinite(tokens)
         if usable.any():
-            twin = ax.twinx()
             token_rate = np.histogram(t_end[usable], edges, weights=tokens[usable])[0] / width
-            handles += twin.plot(
-                centres, token_rate, color="#17becf", linestyle="-.", label="output tokens/s"
+        figure = _new_figure(12, 5.6 if token_rate is not None else 3.8)
+        axes = np.atleast_1d(figure.subplots(2 if token_rate is not None else 1, 1, sharex=True))
+        ax = axes[0]
+        ok_rate = np.histogram(t_end[ok], edges)[0] / width
+        handles += ax.plot(centres, ok_rate, color="#1f77b4", label="successful req/s")
+        if failed.any():
+            fail_rate = np.histogram(t_end[failed], edges)[0] / width
+            handles += ax.plot(
+                centres, fail_rate, color="#000000", linewidth=0.9, label="failed req/s"
             )
-            twin.set_ylabel("output tokens/s")
+        if token_rate is not None:
+            tokens_ax = axes[1]
+            tokens_ax.plot(centres, token_rate, color="#17becf", label="output tokens/s")
+            tokens_ax.set_ylabel("output tokens/s")
+            _draw_markers(tokens_ax, markers, axis)
     elif run.locust is not None and run.locust.history is not None:
         history = run.locust.history
+        figure = _new_figure(12, 3.8)
+        axes = np.atleast_1d(figure.subplots())
+        ax = axes[0]
         x = axis(history["t"])
         handles += ax.plot(x, history["requests_per_s"], color="#1f77b4", label="req/s (Locust)")
         handles += ax.plot(
@@ -627,10 +688,10 @@ def throughput_figure(run: RunData, duration_s: float | None = None) -> Figure |
     else:
         return None
     ax.set_ylabel("requests/s")
-    ax.set_xlabel(axis.label)
+    axes[-1].set_xlabel(f"{axis.label}; requests binned by completion time")
     ax.set_title("Throughput")
-    handles += _draw_markers(ax, event_markers(run), axis)
-    ax.legend(handles=handles, loc="upper left", fontsize=8)
+    handles += _draw_markers(ax, markers, axis)
+    _legend_outside(ax, handles, False)
     return figure
 
 

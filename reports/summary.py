@@ -299,6 +299,9 @@ def _memory(run: RunData, warnings: list[str]) -> dict[str, Any]:
         "peak_system_used_bytes": _peak(ram, "system_used_bytes"),
         "system_total_bytes": _last(ram, "system_total_bytes"),
         "peak_cgroup_usage_bytes": _peak(ram, "cgroup_usage_bytes"),
+        "cgroup_shared": None
+        if _peak(ram, "cgroup_usage_bytes") is None
+        else not cgroup_is_the_targets(ram),
         "cgroup_limit_bytes": _last(ram, "cgroup_limit_bytes"),
         "peak_vram_bytes": max(peaks) if peaks else None,
         "vram_per_gpu": per_gpu,
@@ -534,3 +537,19 @@ def _saturated_warning(saturated: list[dict[str, Any]], processes: int) -> str:
         "the target's. Run with more driver processes (--processes N), fewer other jobs on this "
         "machine, or a lower rate"
     )
+
+
+# The cgroup is the target's own when its usage stays within this much of the target's RSS
+# (page cache and the runtime included); above it, it holds other work (the harness itself).
+_OWN_CGROUP_FACTOR = 4.0
+_OWN_CGROUP_SLACK = 256 * 1024**2
+
+
+def cgroup_is_the_targets(ram: Columns | None) -> bool:
+    """Whether the sampled cgroup is the target's own, not a sandbox shared with the harness."""
+    if ram is None or ram.get("cgroup_usage_bytes") is None or ram.get("rss_bytes") is None:
+        return False
+    usage, rss = ram.fields["cgroup_usage_bytes"], ram.fields["rss_bytes"]
+    if not np.isfinite(usage).any() or not np.isfinite(rss).any():
+        return False
+    return bool(np.nanmax(usage) <= _OWN_CGROUP_FACTOR * np.nanmax(rss) + _OWN_CGROUP_SLACK)

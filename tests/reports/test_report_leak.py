@@ -87,3 +87,14 @@ def test_missing_values_are_ignored(clock: np.ndarray) -> None:
     rss = 500 * MB + (clock - T0) / 3600 * 120 * MB + _ar_noise(len(clock), 1.0)
     rss[::7] = np.nan  # e.g. samples while the target was dead
     assert leak_check(clock, rss).verdict == LEAK
+
+
+def test_a_short_noisy_run_is_insufficient_data_not_stable() -> None:
+    """20 s of noisy samples: the slope's interval spans hundreds of MB an hour either way,
+    which neither shows nor rules out a leak; the same noise over 30 minutes is stable."""
+    short = T0 + np.arange(40) * 0.5
+    result = leak_check(short, 500 * MB + _ar_noise(len(short), 3.0, seed=1))
+    assert result.verdict == INSUFFICIENT, result.reason
+    low, high = result.mb_per_hour_ci95
+    assert high - low > 100  # MB/h: far too wide to call
+    assert "run longer" in result.reason
