@@ -354,6 +354,8 @@ def _calibration(
     calibration = baseline.get("calibration")
     if not enabled:
         return {"applied": False, "reason": "calibration disabled (--no-calibration)"}
+    if baseline.get("paired"):
+        return {"applied": False, "reason": "the baseline's runs alternated with these, here"}
     if not calibration or reference_rate(calibration) is None:
         return {"applied": False, "reason": "the baseline has no loopback reference"}
     rates = [reference_rate(current) for current in currents]
@@ -436,11 +438,7 @@ def compare(
     samples = baseline.get("samples") or {}
     flats = [flatten(s) for s in summaries]
     paired = bool(baseline.get("paired"))
-    calibration = _calibration(
-        [s.get("calibration") for s in summaries], baseline, calibrate and not paired
-    )
-    if paired:
-        calibration["reason"] = "the baseline's runs alternated with these, on this machine"
+    calibration = _calibration([s.get("calibration") for s in summaries], baseline, calibrate)
     speeds = calibration.get("speed_ratios") or [1.0] * len(summaries)
 
     slo_block, slo_ignored = _slo_specs(summaries, baseline)
