@@ -7,7 +7,7 @@ gate measures both sides here: the commit that made baselines/ci.json (`source.g
 extracted with `git archive`) and this tree, K runs each, alternating so that the runner's
 drift falls on both (ABBA: neither side always first). The baseline commit's runs become a
 paired baseline (with the committed file's thresholds) and `harness compare` judges this tree's
-group against it on the 95% interval of the per-pair differences.
+group against it on the 95% interval of the per-pair ratios.
 
 Where that commit is not in the clone (a shallow checkout), the gate compares with the committed
 figures instead and says so: make the clone whole (`fetch-depth: 0`) to get the A/B gate.

@@ -293,15 +293,14 @@ def _memory(run: RunData, warnings: list[str]) -> dict[str, Any]:
         note = "VRAM simulated by the reference server (harness_sim_vram_bytes); no GPU measured"
     else:
         note = None
+    cgroup_peak = _peak(ram, "cgroup_usage_bytes")
     return {
         "peak_rss_bytes": _peak(ram, "rss_bytes"),
         "peak_pss_bytes": _peak(ram, "pss_bytes"),
         "peak_system_used_bytes": _peak(ram, "system_used_bytes"),
         "system_total_bytes": _last(ram, "system_total_bytes"),
-        "peak_cgroup_usage_bytes": _peak(ram, "cgroup_usage_bytes"),
-        "cgroup_shared": None
-        if _peak(ram, "cgroup_usage_bytes") is None
-        else not cgroup_is_the_targets(ram),
+        "peak_cgroup_usage_bytes": cgroup_peak,
+        "cgroup_shared": None if cgroup_peak is None else not cgroup_is_the_targets(ram),
         "cgroup_limit_bytes": _last(ram, "cgroup_limit_bytes"),
         "peak_vram_bytes": max(peaks) if peaks else None,
         "vram_per_gpu": per_gpu,
