@@ -205,6 +205,7 @@ class HarnessApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.state.batches.shutdown()
+                self.state.simulator.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -52,6 +52,7 @@ from harness.server.memory import (
     shared_prefix,
 )
 from harness.server.metrics import ServerMetrics
+from harness.server.pacing import Pacer
 from harness.server.protocol import ApiError, GenerateRequest
 
 GiB = 1024**3
@@ -353,6 +354,8 @@ class Simulator:
         self.fragmented_bytes = 0
         self.activation_bytes = 0
         self._clock = clock
+        # Token timelines need sub-millisecond wakeups; an injected clock keeps loop sleeps.
+        self._pacer = Pacer() if clock is time.monotonic else None
         self._started = clock()
         self._load_started = self._started
         self._load_seconds = load_time_s
@@ -705,7 +708,20 @@ class Simulator:
 
     async def _pause(self, seconds: float) -> None:
         if seconds > 0:
-            await asyncio.sleep(seconds)
+            await self._pause_until(self._clock() + seconds)
+
+    async def _pause_until(self, deadline: float) -> None:
+        if deadline <= self._clock():
+            return
+        if self._pacer is not None:
+            await self._pacer.sleep_until(deadline)
+        else:
+            await asyncio.sleep(deadline - self._clock())
+
+    def shutdown(self) -> None:
+        """Release what the simulator holds outside Python (the pacer's timer)."""
+        if self._pacer is not None:
+            self._pacer.close()
 
     # -- ollama: keep_alive, unload and load -------------------------------------------------
 
@@ -871,7 +887,7 @@ class Simulator:
                 gaps = step - 1 if done == 0 else step  # the first token came with the prefill
                 deadline += gaps * self._itl_s(plan.prompt_tokens + done) / self.speed
                 done += step
-                await self._pause(deadline - self._clock())
+                await self._pause_until(deadline)
                 running.raise_failure()
             finished = True
         finally:
@@ -893,7 +909,7 @@ class Simulator:
                     # Tokens follow a fixed timeline, so event-loop delays do not accumulate.
                     u = jitter.uniform(-1.0, 1.0) * p.itl_jitter
                     deadline += self._itl_s(plan.prompt_tokens + i) * (1.0 + u) / self.speed
-                    await self._pause(deadline - self._clock())
+                    await self._pause_until(deadline)
                 if self.faults.hung:
                     await self.faults.wait_while_hung()
                 step = min(BLOCK_TOKENS, len(pieces) - i) if i % BLOCK_TOKENS == 0 else 0
