@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import bisect
 import functools
+import itertools
 import random
+import re
 import string
 import uuid
 import zlib
@@ -24,12 +26,25 @@ from faker import Faker
 
 from generators.learn import profile as learned
 from generators.learn.dist import Sampler
-from generators.learn.kinds import words_of
+from generators.learn.kinds import PII_KINDS, words_of
 
-POOL_SIZE = 1000
-SENTENCES = 256  # sentences drawn per length, once per seed: a text is a draw of them
+# Faker values per kind, drawn once per (seed, locale): names as many as the built-in generator's
+# pools, slow kinds (Faker takes 50-100 us a value) fewer; POOL_SIZE for the others.
+POOL_SIZE = 200
+_POOL_SIZES = {"first_name": 400, "last_name": 400, "company": 300, "job_title": 300}
+STREAM_WORDS = 16_384  # one Markov word stream per seed: sentences and phrases are slices of it
+CORPUS_SENTENCES = 1024  # sentences per text field's corpus; a text is a slice of its corpus
+LENGTH_TABLE = 4096  # a length distribution as a table of 4,096 quantiles: one index per draw
+CALIBRATION_RECORDS = 200
+# List items, lists and objects that hold no identifying kind come from pools made once per seed
+# (as the built-in generator's pieces do). A pool is one tuple: BUCKETS runs of POOL values sized
+# by the record's size octile (what a coupled draw takes), then FREE_POOL values sized freely.
+BUCKETS = 8
+POOL = 384
+FREE = BUCKETS * POOL  # where the freely sized values start
+FREE_POOL = 3072
+_RULE_KEYS = ("before", "after", "list", "email", "first", "last", "full", "field")
 _MIX = 0x9E3779B97F4A7C15
-_DAY = 86400.0
 
 
 class ProfileError(Exception):
@@ -62,11 +77,12 @@ class _Pools:
             self._faker.seed_instance(zlib.crc32(f"{self._seed}:{kind}".encode()))
             make = _FAKER[kind]
             values = []
-            for _ in range(POOL_SIZE * 2):
+            size = _POOL_SIZES.get(kind, POOL_SIZE)
+            for _ in range(size * 2):
                 value = make(self._faker)
                 if not self._blocked(value) and not _blocked_runs(value, self._blocked):
                     values.append(value)
-                if len(values) >= POOL_SIZE:
+                if len(values) >= size:
                     break
             pool = self._pools[kind] = tuple(values) or ("x",)
         return pool
@@ -118,6 +134,7 @@ class ProfileBuilder:
         self._salt = bytes.fromhex(flt.get("salt", ""))
         self._bits = int(flt.get("bits", 0))
         self._bitmap = base64.b64decode(flt.get("bitmap", "")) if self._bits else b""
+        self._bit_of = learned.pii_hasher(self._salt, self._bits) if self._bits else None
         self._pools = _Pools(seed, self.locale, self.blocked)
         self._rules: dict[str, list[dict]] = {}
         for rule in profile.get("rules", ()):
@@ -130,40 +147,41 @@ class ProfileBuilder:
             a: ([b for b, _ in nexts], _cumulative([n for _, n in nexts]))
             for a, nexts in (text.get("next") or {}).items()
         }
-        self._sentence_pools: dict[int, tuple[str, ...]] = {}
+        self._stream: list[str] | None = None
+        self._corpora: dict[str, tuple[str, tuple[int, ...]]] = {}
         self._coupling = 0.0
         self._record_quantile = 0.5
+        self._poolable: dict[str, Callable[[random.Random], Any]] = {}
+        self._pools_made: dict[str, tuple[Any, ...]] = {}
         self._root = self._compile(profile["root"], "")
+        for path in list(self._poolable):  # now, before the writers fork their workers
+            self._pool(path)
         self._coupling = self._calibrate()
 
     def _calibrate(self) -> float:
-        """The size coupling whose records' size std is nearest the sample's (from 200-record
-        trial runs past any index a dataset uses): the sample's size spread, calibrated."""
+        """The size coupling c that gives the sample's size std. Lengths are coupled in pairs with
+        probability c**2, so the size variance is V(0) + c**2 * (V(1) - V(0)): two trial runs on
+        the same (negative, never generated) indices give c."""
         want = (self.profile.get("bytes_per_record") or {}).get("std")
         if not want:
             return 0.0
-        errors: dict[float, float] = {}
 
-        def error(coupling: float) -> float:
-            if coupling not in errors:
-                self._coupling = coupling
-                sizes = [len(self.build_json(-1 - i)) for i in range(150)]
-                mean = sum(sizes) / len(sizes)
-                errors[coupling] = abs(
-                    (sum((s - mean) ** 2 for s in sizes) / len(sizes)) ** 0.5 - want
-                )
-            return errors[coupling]
+        def variance(coupling: float) -> float:
+            self._coupling = coupling
+            sizes = [len(self.build_json(-1 - i)) for i in range(CALIBRATION_RECORDS)]
+            mean = sum(sizes) / len(sizes)
+            return sum((s - mean) ** 2 for s in sizes) / len(sizes)
 
-        best = min((0.0, 0.3, 0.6, 0.9), key=error)
-        return min(
-            (best, round(max(0.0, best - 0.15), 2), round(min(1.0, best + 0.15), 2)), key=error
-        )
+        loose, tight = variance(0.0), variance(1.0)
+        if tight <= loose:
+            return 0.0
+        return round(min(1.0, max(0.0, (want**2 - loose) / (tight - loose)) ** 0.5), 3)
 
     def blocked(self, value: str) -> bool:
         """True when value's normalized form may be a sample's identifying value."""
         if not self._bits:
             return False
-        bit = learned.pii_hash(self._salt, value, self._bits)
+        bit = self._bit_of(value)
         return bool(self._bitmap[bit >> 3] >> (bit & 7) & 1)
 
     # -- compiling a node into a closure: rng -> value --------------------------------------
@@ -175,6 +193,9 @@ class ProfileBuilder:
         cumulative = _cumulative(list(types.values()))
         if len(makers) == 1:
             return makers[0]
+        if len(makers) == 2:  # string or null, mostly: one comparison
+            first, second, share = *makers, cumulative[0]
+            return lambda rng: first(rng) if rng.random() < share else second(rng)
 
         def pick(rng: random.Random) -> Any:
             return makers[_choose(cumulative, rng)](rng)
@@ -216,8 +237,12 @@ class ProfileBuilder:
             values = [v for v, _ in spec["values"]]
             cumulative = _cumulative([n for _, n in spec["values"]])
             other = spec.get("other", 0.0)
+            if not other:
+                return lambda rng: values[bisect.bisect_right(cumulative, rng.random())]
             return lambda rng: (
-                base(rng) if rng.random() < other else values[_choose(cumulative, rng)]
+                base(rng)
+                if rng.random() < other
+                else values[bisect.bisect_right(cumulative, rng.random())]
             )
         return base
 
@@ -236,10 +261,10 @@ class ProfileBuilder:
             if kind == "email" and spec.get("domains"):
                 domains = [d for d, _ in spec["domains"]]
                 users = self._pools["first_name"]
+                locals_ = tuple(address.split("@")[0] for address in self._pools["email"])
 
                 def email(rng: random.Random) -> str:
-                    pool = self._pools["email"]
-                    local = pool[int(rng.random() * len(pool))].split("@")[0]
+                    local = locals_[int(rng.random() * len(locals_))]
                     if rng.random() < 0.5:
                         local = (
                             learned.normalize(users[int(rng.random() * len(users))]) + local[-2:]
@@ -247,13 +272,8 @@ class ProfileBuilder:
                     return f"{local}@{domains[int(rng.random() * len(domains))]}"
 
                 return self._unblocked(email)
-            pools = self._pools
-
-            def faker_value(rng: random.Random) -> str:
-                pool = pools[kind]
-                return pool[int(rng.random() * len(pool))]
-
-            return faker_value
+            pool = self._pools[kind]  # made now, before the writers fork their workers
+            return lambda rng: pool[int(rng.random() * len(pool))]
         if kind in ("date", "datetime", "year_month"):
             moments = Sampler(spec)
             form = spec.get("format") or {"kind": kind}
@@ -262,7 +282,7 @@ class ProfileBuilder:
             return lambda rng: str(uuid.UUID(int=rng.getrandbits(128), version=4))
         if kind == "id":
             prefix = spec.get("prefix", "")
-            shapes = [s for s, _ in spec.get("shapes") or [["99999999", 1]]]
+            shapes = [_shape(s) for s, _ in spec.get("shapes") or [["99999999", 1]]]
             cumulative = _cumulative([n for _, n in spec.get("shapes") or [["", 1]]])
             return self._unblocked(
                 lambda rng: prefix + _fill(shapes[_choose(cumulative, rng)], rng)
@@ -274,11 +294,10 @@ class ProfileBuilder:
                 return lambda rng: f"{numbers.draw(rng):.{decimals}f}"
             return lambda rng: str(round(numbers.draw(rng)))
         if kind == "text":
-            sentence = Sampler(spec.get("sentence_words") or {"counts": {"10": 1}})
-            return lambda rng: self._text(rng, round(length.at(self._size_quantile(rng))), sentence)
+            return self._text(spec)
         if kind == "words":
-            count = Sampler(spec.get("words") or {"counts": {"2": 1}})
-            return lambda rng: self._phrase(rng, max(1, round(count.draw(rng))), length)
+            counts = _length_table(spec.get("words") or {"counts": {"2": 1}}, least=1)
+            return lambda rng: self._phrase(rng, counts[int(rng.random() * LENGTH_TABLE)], length)
         return lambda rng: _letters(rng, max(0, round(length.draw(rng))))
 
     def _unblocked(self, make: Callable[[random.Random], str]) -> Callable[[random.Random], str]:
@@ -299,17 +318,42 @@ class ProfileBuilder:
         return rng.random()
 
     def _array(self, node: dict, path: str) -> Callable[[random.Random], list]:
-        length = Sampler(node.get("length") or {"counts": {"0": 1}})
-        item = self._compile(node.get("items") or {"types": {"null": 1}}, f"{path}/*")
+        lengths = _length_table(node.get("length") or {"counts": {"0": 1}})
+        items = node.get("items") or {"types": {"null": 1}}
+        item_path = f"{path}/*"
+        item = self._compile(items, item_path)
+        pooled = not _holds_kinds(items, PII_KINDS)
+        if pooled:
+            self._poolable[item_path] = item
         unique = node.get("unique", False)
+        pools = self._pools_made
 
         def make(rng: random.Random) -> list:
-            n = max(0, round(length.at(self._size_quantile(rng))))
-            if not unique:
+            n = lengths[int(self._size_quantile(rng) * LENGTH_TABLE)]
+            next_item = item
+            if pooled:
+                pool = pools.get(item_path) or self._pool(item_path)
+                own, coupling, draw = self._own_run(), self._coupling, rng.random
+                if not unique:  # lists are most of a record's draws: one expression per item
+                    return [
+                        pool[
+                            own + int(draw() * POOL)
+                            if draw() < coupling
+                            else FREE + int(draw() * FREE_POOL)
+                        ]
+                        for _ in range(n)
+                    ]
+
+                def next_item(rng: random.Random) -> Any:
+                    if draw() < coupling:
+                        return pool[own + int(draw() * POOL)]
+                    return pool[FREE + int(draw() * FREE_POOL)]
+
+            elif not unique:
                 return [item(rng) for _ in range(n)]
             out, seen = [], set()
             for _ in range(n * 4):
-                value = item(rng)
+                value = next_item(rng)
                 key = value if isinstance(value, (str, int, float)) else id(value)
                 if key not in seen:
                     seen.add(key)
@@ -321,22 +365,66 @@ class ProfileBuilder:
         return make
 
     def _object(self, node: dict, path: str) -> Callable[[random.Random], dict]:
-        fields = [
-            (key, child.get("presence", 1.0), self._compile(child, f"{path}/{key}"))
-            for key, child in (node.get("fields") or {}).items()
-        ]
-        rules = [self._rule(rule) for rule in self._rules.get(path, ())]
+        """Lists and objects that hold no identifying kind and no rule touches are drawn from
+        pools; the rest is made per record."""
+        rules = self._rules.get(path, ())
+        touched = {str(rule.get(key)).split("/")[0] for rule in rules for key in _RULE_KEYS}
+        fields = []
+        for key, child in (node.get("fields") or {}).items():
+            child_path = f"{path}/{key}"
+            make = self._compile(child, child_path)
+            pooled = key not in touched and _container(child) and not _holds_kinds(child, PII_KINDS)
+            if pooled:  # no rule reads it: kept as its JSON, which records then copy
+                self._poolable[child_path] = lambda rng, make=make: _fragment(make(rng))
+            fields.append((key, child.get("presence", 1.0), make, child_path if pooled else None))
+        applied = [self._rule(rule) for rule in rules]
+        pools = self._pools_made
 
         def make(rng: random.Random) -> dict:
             out = {}
-            for key, presence, child in fields:
-                if presence >= 1.0 or rng.random() < presence:
-                    out[key] = child(rng)
-            for rule in rules:
+            draw, coupling = rng.random, self._coupling  # the pool draw inlined: most fields
+            own = self._own_run()
+            for key, presence, child, path in fields:
+                if presence >= 1.0 or draw() < presence:
+                    if path is None:
+                        out[key] = child(rng)
+                    else:
+                        pool = pools.get(path) or self._pool(path)
+                        out[key] = pool[
+                            own + int(draw() * POOL)
+                            if draw() < coupling
+                            else FREE + int(draw() * FREE_POOL)
+                        ]
+            for rule in applied:
                 rule(out, rng)
             return out
 
         return make
+
+    # -- pools: parts made once per seed, drawn per record ----------------------------------
+    def _own_run(self) -> int:
+        """Where the pool values sized like this record start: its size octile's run."""
+        return int(self._record_quantile * BUCKETS) * POOL
+
+    def _pool(self, path: str) -> tuple[Any, ...]:
+        """The pool at path, made once: the b-th run's values are sized wholly by quantiles in
+        the b-th octile (a coupled draw), the last FREE_POOL values' sizes drawn freely."""
+        pool = self._pools_made.get(path)
+        if pool is not None:
+            return pool
+        make = self._poolable[path]
+        rng = random.Random(zlib.crc32(f"{self.seed}:pool:{path}".encode()))
+        outer = self._record_quantile, self._coupling  # a pool may be made inside a record
+        made = []
+        self._coupling = 1.0
+        for i in range(FREE):
+            self._record_quantile = (i // POOL + rng.random()) / BUCKETS
+            made.append(make(rng))
+        self._coupling = 0.0
+        made.extend(make(rng) for _ in range(FREE_POOL))
+        self._record_quantile, self._coupling = outer
+        pool = self._pools_made[path] = tuple(made)
+        return pool
 
     # -- cross-field rules ------------------------------------------------------------------
     def _rule(self, rule: dict) -> Callable[[dict, random.Random], None]:
@@ -348,7 +436,7 @@ class ProfileBuilder:
             def order(out: dict, rng: random.Random) -> None:
                 a, b = out.get(before), out.get(after)
                 if isinstance(a, str) and isinstance(b, str):
-                    start = learned.parse_moment(a)
+                    start = _moment(a)
                     if start is not None:
                         out[after] = format_moment(start + gap.draw(rng), _form_of(b))
 
@@ -363,8 +451,13 @@ class ProfileBuilder:
                 if by is None:
                     if all(isinstance(v, str) for v in items):
                         items.sort(reverse=reverse)
-                elif all(isinstance(v, dict) and isinstance(v.get(by), str) for v in items):
-                    items.sort(key=lambda v: learned.parse_moment(v[by]) or 0.0, reverse=reverse)
+                    return
+                try:  # only lists whose items all have the date (one without: left as made)
+                    keys = [_moment(v[by]) or 0.0 for v in items]
+                except (KeyError, TypeError):
+                    return
+                order = sorted(range(len(items)), key=keys.__getitem__, reverse=reverse)
+                items[:] = [items[i] for i in order]
 
             return sort
         if kind == "email_from_name":
@@ -405,7 +498,7 @@ class ProfileBuilder:
             return years
         return lambda out, rng: None
 
-    # -- text -------------------------------------------------------------------------------
+    # -- text ----------------------------------------------------------------------------
     def _word(self, rng: random.Random, previous: str | None) -> str:
         nexts = self._next.get(previous) if previous else None
         if nexts and rng.random() < 0.85:
@@ -413,48 +506,70 @@ class ProfileBuilder:
             return words[_choose(cumulative, rng)]
         return self._words[_choose(self._word_cum, rng)]
 
-    def _sentences(self, n: int) -> tuple[str, ...]:
-        """SENTENCES Markov sentences of n words, drawn once per (seed, n)."""
-        pool = self._sentence_pools.get(n)
-        if pool is None:
-            rng = random.Random(zlib.crc32(f"{self.seed}:sentences:{n}".encode()))
-            made = []
-            for _ in range(SENTENCES):
-                words = []
-                previous = None
-                for _ in range(n):
-                    previous = self._word(rng, previous)
-                    words.append(previous)
-                text = " ".join(words)
-                made.append(text[:1].upper() + text[1:] + ".")
-            pool = self._sentence_pools[n] = tuple(made)
-        return pool
+    def _word_stream(self) -> list[str]:
+        """STREAM_WORDS words of one Markov walk, drawn once per seed: sentences and phrases are
+        slices of it, so a text costs a slice, not a draw per word."""
+        if self._stream is None:
+            rng = random.Random(zlib.crc32(f"{self.seed}:words".encode()))
+            stream, previous = [], None
+            for _ in range(STREAM_WORDS):
+                previous = self._word(rng, previous)
+                stream.append(previous)
+            self._stream = stream
+        return self._stream
 
-    def _text(self, rng: random.Random, target: int, sentence: Sampler) -> str:
+    def _corpus(self, spec: dict, longest: int) -> tuple[str, tuple[int, ...]]:
+        """A text field's corpus: CORPUS_SENTENCES sentences of the field's sentence lengths,
+        joined, and where each word starts; drawn once per (seed, sentence lengths)."""
+        sentences = spec.get("sentence_words") or {"counts": {"10": 1}}
+        key = orjson.dumps(sentences, option=orjson.OPT_SORT_KEYS).decode()
+        corpus = self._corpora.get(key)
+        if corpus is None:
+            rng = random.Random(zlib.crc32(f"{self.seed}:sentences:{key}".encode()))
+            stream = self._word_stream()
+            counts = _length_table(sentences, least=1, most=80)
+            parts, size = [], 0
+            while len(parts) < CORPUS_SENTENCES or size < 2 * longest:
+                n = counts[int(rng.random() * LENGTH_TABLE)]
+                at = int(rng.random() * (len(stream) - n))
+                text = " ".join(stream[at : at + n])
+                parts.append(text[:1].upper() + text[1:] + ".")
+                size += len(parts[-1]) + 1
+            joined = " ".join(parts)
+            starts = (0, *(space.end() for space in re.finditer(" ", joined)))
+            corpus = self._corpora[key] = (joined + " " + joined[: longest + 2], starts)
+        return corpus
+
+    def _text(self, spec: dict) -> Callable[[random.Random], str]:
+        """Text of the field's lengths: a slice of its corpus from a word, capitalised, cut at
+        a word and ended with a full stop."""
+        lengths = _length_table(spec.get("length") or {"counts": {"8": 1}})
         if not self._words:
-            return _letters(rng, target)
-        parts: list[str] = []
-        size = 0
-        while size < target:
-            pool = self._sentences(max(1, min(80, round(sentence.draw(rng)))))
-            text = pool[int(rng.random() * SENTENCES)]
-            parts.append(text)
-            size += len(text) + 1
-        out = " ".join(parts)
-        if len(out) > target + 1 and target > 0:
-            cut = out.rfind(" ", 0, target)
-            out = out[: cut if cut > 0 else target].rstrip(",;") + "."
-        return out
+            return lambda rng: _letters(rng, lengths[int(rng.random() * LENGTH_TABLE)])
+        corpus, starts = self._corpus(spec, max(lengths))
+        size_quantile = self._size_quantile
+
+        def text(rng: random.Random) -> str:
+            target = lengths[int(size_quantile(rng) * LENGTH_TABLE)]
+            if target <= 0:
+                return ""
+            start = starts[int(rng.random() * len(starts))]
+            end = start + target
+            out = corpus[start:end]
+            if out[-1] != "." and corpus[end] != " ":
+                cut = out.rfind(" ")
+                out = out[:cut] if cut > 0 else out
+            out = out[0].upper() + out[1:]
+            return out if out[-1] == "." else out.rstrip(",;") + "."
+
+        return text
 
     def _phrase(self, rng: random.Random, n: int, length: Sampler) -> str:
         if not self._words:
             return _letters(rng, max(1, round(length.draw(rng))))
-        previous = None
-        words = []
-        for _ in range(n):
-            previous = self._word(rng, previous)
-            words.append(previous)
-        return " ".join(words)
+        stream = self._word_stream()
+        at = int(rng.random() * max(1, len(stream) - n))
+        return " ".join(stream[at : at + n])
 
     # -- records ----------------------------------------------------------------------------
     def rng(self, i: int) -> random.Random:
@@ -462,13 +577,10 @@ class ProfileBuilder:
             (self.seed * _MIX + i) & (2**128 - 1) if i >= 0 else f"calibrate:{self.seed}:{i}"
         )
 
-    def build(self, i: int) -> dict:
+    def build_json(self, i: int) -> bytes:
         rng = self.rng(i)
         self._record_quantile = rng.random()
-        return self._root(rng)
-
-    def build_json(self, i: int) -> bytes:
-        return orjson.dumps(self.build(i))
+        return orjson.dumps(self._root(rng))  # pooled lists and objects are orjson Fragments
 
     def header(self, n: int) -> dict:
         """What a batch document (or a jsonl's sidecar) says of these records."""
@@ -486,37 +598,111 @@ class ProfileBuilder:
 
 
 def _cumulative(weights: list[float]) -> list[float]:
-    total = 0.0
-    out = []
+    """Cumulative shares ending at exactly 1.0, for `_choose`."""
+    total = sum(weights)
+    if not weights or total <= 0:
+        return [1.0]
+    out, running = [], 0.0
     for weight in weights:
-        total += weight
-        out.append(total)
-    return out or [1.0]
+        running += weight
+        out.append(running / total)
+    out[-1] = 1.0
+    return out
 
 
 def _choose(cumulative: list[float], rng: random.Random) -> int:
-    return bisect.bisect_right(cumulative, rng.random() * cumulative[-1])
+    return bisect.bisect_right(cumulative, rng.random())
 
 
-_ALNUM = string.ascii_lowercase + string.digits
+def _fragment(value: Any) -> orjson.Fragment:
+    """value's JSON, pre-encoded, in a bytes object of its own size (orjson's output keeps
+    spare capacity: 4 KB for a 200-byte value, x 6,144 values a pool)."""
+    return orjson.Fragment(bytes(memoryview(orjson.dumps(value))))
+
+
+def _length_table(dist: dict, least: int = 0, most: int | None = None) -> tuple[int, ...]:
+    """A length distribution as LENGTH_TABLE rounded quantiles: `table[int(u * LENGTH_TABLE)]`
+    is the length at quantile u, one index instead of an interpolation per draw."""
+    high = most if most is not None else 1 << 62
+    if "counts" in dist:  # each value fills its share of the slots
+        total = sum(dist["counts"].values()) or 1
+        table: list[int] = []
+        running = 0
+        for value, n in dist["counts"].items():
+            running += n
+            slots = round(running / total * LENGTH_TABLE) - len(table)
+            table += [min(high, max(least, round(float(value))))] * slots
+        return tuple(table)
+    sampler = Sampler(dist)
+    return tuple(
+        min(high, max(least, round(sampler.at((j + 0.5) / LENGTH_TABLE))))
+        for j in range(LENGTH_TABLE)
+    )
 
 
 def _letters(rng: random.Random, n: int) -> str:
-    return "".join(rng.choice(string.ascii_lowercase) for _ in range(n))
+    return "".join(rng.choices(string.ascii_lowercase, k=n))
 
 
-def _fill(shape: str, rng: random.Random) -> str:
-    out = []
+_CLASSES = {"9": string.digits, "A": string.ascii_uppercase, "a": string.ascii_lowercase}
+_CHUNK = 3  # letters are drawn 3 at a time from a table of every 3-letter string
+
+
+def _shape(shape: str) -> tuple[tuple[str, int], ...]:
+    """An id shape ("AA-9999") as runs: (class letters, length) or (literal text, 0)."""
+    runs: list[tuple[str, int]] = []
     for c in shape:
-        if c == "9":
-            out.append(str(rng.randrange(10)))
-        elif c == "A":
-            out.append(chr(65 + rng.randrange(26)))
-        elif c == "a":
-            out.append(chr(97 + rng.randrange(26)))
+        last_letters, last_n = runs[-1] if runs else ("", -1)
+        if c in _CLASSES and last_letters == _CLASSES[c] and last_n:
+            runs[-1] = (last_letters, last_n + 1)
+        elif c in _CLASSES:
+            runs.append((_CLASSES[c], 1))
+        elif last_n == 0:
+            runs[-1] = (last_letters + c, 0)
         else:
-            out.append(c)
+            runs.append((c, 0))
+    return tuple(runs)
+
+
+def _fill(runs: tuple[tuple[str, int], ...], rng: random.Random) -> str:
+    """An id of a shape's runs: a run of digits is one number, letters a table draw per 3."""
+    out = []
+    for letters, n in runs:
+        if not n:
+            out.append(letters)
+        elif letters == string.digits:
+            while n > 15:  # a double's 53 bits hold 15 digits
+                out.append(f"{int(rng.random() * 10**15):015d}")
+                n -= 15
+            out.append(f"{int(rng.random() * 10**n):0{n}d}")
+        else:
+            while n > 0:
+                table = _letter_table(letters, min(n, _CHUNK))
+                out.append(table[int(rng.random() * len(table))])
+                n -= _CHUNK
     return "".join(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _letter_table(letters: str, n: int) -> tuple[str, ...]:
+    return tuple("".join(t) for t in itertools.product(letters, repeat=n))
+
+
+def _container(node: dict) -> bool:
+    """True when a node may be an object or a list: what is worth pooling (a scalar costs about
+    as much to make as to draw, and made per record it keeps records apart)."""
+    return bool({"object", "array"} & set(node.get("types") or ()))
+
+
+def _holds_kinds(node: dict, kinds: frozenset[str]) -> bool:
+    """True when a profile node or any node below it is a string of one of kinds."""
+    if (node.get("string") or {}).get("kind") in kinds:
+        return True
+    below = [*(node.get("fields") or {}).values(), *([node["items"]] if "items" in node else [])]
+    return any(_holds_kinds(child, kinds) for child in below)
+
+
+_moment = functools.lru_cache(maxsize=65_536)(learned.parse_moment)  # dates repeat: months, days
 
 
 @functools.lru_cache(maxsize=64)
@@ -527,20 +713,30 @@ def _form_of(value: str) -> dict:
 
 def format_moment(seconds: float, form: dict) -> str:
     """A Unix time written as the profile's format says (date, year-month or datetime)."""
-    moment = datetime.fromtimestamp(max(0.0, seconds), tz=timezone.utc)
+    seconds = max(0.0, seconds)
+    whole = int(seconds)
+    day, into_day = divmod(whole, 86_400)
+    date = _date_text(day)
     kind = form.get("kind", "date")
     if kind == "date":
-        return moment.strftime("%Y-%m-%d")
+        return date
     if kind == "year_month":
-        return moment.strftime("%Y-%m")
-    text = moment.strftime("%Y-%m-%d") + form.get("sep", "T") + moment.strftime("%H:%M")
+        return date[:7]
+    hours, into_hour = divmod(into_day, 3600)
+    text = f"{date}{form.get('sep', 'T')}{hours:02d}:{into_hour // 60:02d}"
     if form.get("seconds", True):
-        text += moment.strftime(":%S")
-        if form.get("fraction"):
-            text += "." + f"{moment.microsecond:06d}"[: form["fraction"]].ljust(
-                form["fraction"], "0"
+        text += f":{into_hour % 60:02d}"
+        if fraction := form.get("fraction"):
+            text += "." + f"{int((seconds - whole) * 1_000_000):06d}"[:fraction].ljust(
+                fraction, "0"
             )
     return text + form.get("zone", "")
+
+
+@functools.lru_cache(maxsize=65_536)
+def _date_text(day: int) -> str:
+    """YYYY-MM-DD of a day since the epoch (cached: a dataset spans a few thousand days)."""
+    return datetime.fromtimestamp(day * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 def _job_prompt(profile: dict, seed: int, locale: str) -> str:

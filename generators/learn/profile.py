@@ -15,6 +15,7 @@ import os
 import re
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import datetime, timezone
 from os.path import commonpath
 from typing import Any
@@ -77,9 +78,16 @@ def normalize(value: str) -> str:
     return _NOT_ALNUM.sub("", value.casefold())
 
 
-def pii_hash(salt: bytes, value: str, bits: int) -> int:
-    digest = hashlib.blake2b(normalize(value).encode(), key=salt, digest_size=8).digest()
-    return int.from_bytes(digest, "little") % bits
+def pii_hasher(salt: bytes, bits: int) -> Callable[[str], int]:
+    """value -> its bit in a PII filter of `bits` bits: a keyed hash of its normalized form."""
+    keyed = hashlib.blake2b(key=salt, digest_size=8)  # copied per value: cheaper than a new key
+
+    def bit(value: str) -> int:
+        digest = keyed.copy()
+        digest.update(normalize(value).encode())
+        return int.from_bytes(digest.digest(), "little") % bits
+
+    return bit
 
 
 def parse_moment(value: str) -> float | None:
@@ -645,8 +653,9 @@ def learn_profile(sample: Sample, k: int = DEFAULT_K) -> dict:
     bits = 1 << max(16, (len(learner.pii_values) * 8).bit_length())
     salt = os.urandom(16)
     bitmap = bytearray(bits // 8)
+    bit_of = pii_hasher(salt, bits)
     for value in learner.pii_values:
-        bit = pii_hash(salt, value, bits)
+        bit = bit_of(value)
         bitmap[bit >> 3] |= 1 << (bit & 7)
     job = sample.job if isinstance(sample.job, dict) else None
     profile = {

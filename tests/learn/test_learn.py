@@ -160,6 +160,35 @@ def test_output_is_identical_for_any_worker_count(learned, tmp_path):
     assert builder.build_json(17) != ProfileBuilder(profile, seed=4).build_json(17)
 
 
+def test_pooled_parts_leave_ids_and_texts_per_record(learned):
+    """Lists and objects without identifying kinds come from per-seed pools; ids, names and
+    scalar text do not, so they stay (nearly) as distinct as independent draws make them."""
+    _, _, profile = learned
+    builder = ProfileBuilder(profile, seed=5)
+    records = [orjson.loads(builder.build_json(i)) for i in range(3000)]
+    skus = [item["sku"] for r in records for item in r["items"]]
+    notes = [r["note"] for r in records]
+    geos = [orjson.dumps(r["customer"]["address"]["geo"]) for r in records]
+    assert len(skus) > 4000 and len(set(skus)) > 0.95 * len(skus)  # a pool would cap them
+    assert len(set(notes)) > 0.95 * len(notes)
+    assert 0.5 * len(geos) < len(set(geos)) < len(geos)  # geo is pooled, and varied
+    for note in notes:  # text is cut at a word and ends a sentence
+        assert note == "" or (note.endswith(".") and "  " not in note)
+
+
+def test_fields_without_vocabulary_are_filled_with_letters():
+    """A profile edited to have no vocabulary and an opaque string kind: letters of the
+    profile's lengths, not a failure."""
+    records = [{"blob": f"x{i:05d}", "note": "alpha beta gamma."} for i in range(20)]
+    profile = learn_profile(Sample(records, None, None, None), k=5)
+    profile["root"]["fields"]["blob"]["string"] = {"kind": "string", "length": {"counts": {"9": 1}}}
+    profile["text"] = {"words": [], "next": {}}
+    builder = ProfileBuilder(profile, seed=1)
+    made = [orjson.loads(builder.build_json(i)) for i in range(200)]
+    assert all(r["blob"].isalpha() and len(r["blob"]) == 9 for r in made)
+    assert all(r["note"].isalpha() and len(r["note"]) == len("alpha beta gamma.") for r in made)
+
+
 def test_openai_batch_takes_the_job_from_the_sample(tmp_path):
     system = "You screen tenants for flat 4B. Answer with one JSON object."
     lines = [
