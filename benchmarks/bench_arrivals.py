@@ -14,10 +14,13 @@ Run: .venv/bin/python benchmarks/bench_arrivals.py [--rate 50] [--seconds 20] [-
    within 3% of 50 and the inter-arrival CV 1 +- 0.1 (B: sqrt(2) +- 10%), of what was actually
    sent; the ratios to the run's own schedule; the schedule lag p99.
 4. Streaming fidelity: `harness scale --stream` at concurrency 1 against `harness serve --speed 1`
-   (12 ms inter-token latency, +-15% uniform jitter; 30 ms prefill overhead, 0.1 ms a prompt
-   token): time to second token against its configured truth (prefill of the request's prompt
-   tokens + one 12 ms step), and the p99 of every single gap against the truth's p99 (12 ms x
-   (1 + 0.15 x 0.98) = 13.76 ms), both within 5%.
+   (the default profile: 12 ms inter-token latency, +-15% uniform jitter; 30 ms prefill
+   overhead, 0.1 ms a prompt token; every step slowed by attention(t) = 1 + t x KV bytes per
+   token / weight bytes for the t tokens it attends to). Time to second token against its
+   configured truth (prefill of the request's P prompt tokens x attention(P) + one step at
+   attention(P + 1)), and the p50/p99 of every single gap against those of the configured gap
+   distribution, 12 ms x attention(P + i) x (1 +- 0.15), worked out exactly over the gaps
+   measured: both within 5%.
 5. AIPerf (`--aiperf PATH` to its executable, installed in a throwaway venv: `aiperf profile
    --streaming --use-server-token-count`) against the same server with the prompt cost set to
    zero, so prompts of any length take the same 30 ms: its TTFT and ITL beside the driver's.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -36,6 +40,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -221,14 +226,14 @@ def attention(tokens: int) -> float:
     return 1 + tokens * PROFILE.kv_bytes_per_token / PROFILE.weights_bytes
 
 
-def truth_gap_quantile(lines: list[dict], q: float) -> float:
-    """The q-quantile of the gaps the server was configured to make: gap i of a request of P
-    prompt tokens is itl x attention(P + i) x (1 + u), u uniform within +-itl_jitter; solved on
-    the mixture's distribution function, over the very gaps that were measured."""
+def truth_gap_quantile(requests: list[tuple[int, int]], q: float) -> float:
+    """The q-quantile of the gaps the server was configured to make, for requests given as
+    (prompt tokens, gaps measured): gap i of a request of P prompt tokens is itl x attention(P + i)
+    x (1 + u), u uniform within +-itl_jitter; solved on the mixture's distribution function."""
     bases = [
-        PROFILE.itl_s * attention(x["prompt_tokens"] + i)
-        for x in lines
-        for i in range(1, len(x["itl_gaps_ms"]) + 1)
+        PROFILE.itl_s * attention(prompt + i)
+        for prompt, count in requests
+        for i in range(1, count + 1)
     ]
     width = 2 * PROFILE.itl_jitter
 
@@ -269,7 +274,7 @@ def stream_fidelity(n: int) -> None:
     )
     for q in (0.5, 0.99):
         measured = gaps[min(len(gaps) - 1, math.ceil(q * len(gaps)) - 1)]
-        truth = truth_gap_quantile(lines, q)
+        truth = truth_gap_quantile([(x["prompt_tokens"], len(x["itl_gaps_ms"])) for x in lines], q)
         verdict = "PASS" if abs(measured / truth - 1) <= 0.05 else "FAIL"
         print(
             f"  every gap ({len(gaps):,}) p{q * 100:g}: {measured * 1000:.2f} ms, truth "
@@ -278,51 +283,131 @@ def stream_fidelity(n: int) -> None:
 
 
 def aiperf_comparison(aiperf: str, n: int) -> None:
+    """Both tools against one server, each beside the truth for its own requests (the prompts
+    differ, and the server's steps slow with the context): TTFT, the first decode step (TTST -
+    TTFT; AIPerf's `time_to_second_token`: one jittered gap a request, so its median over 40
+    requests strays by ~4% from the truth's either way), the per-request ITL and every gap."""
     print(
         f"AIPerf: {aiperf} profile against the same server, prompt cost 0 (TTFT 30 ms), "
-        f"{n} requests"
+        f"{n} requests each"
     )
-    with reference_server("prefill_per_token_s=0") as url, tempfile.TemporaryDirectory() as tmp:
-        ours = scale(
-            Path(tmp) / "ours", "--n", str(n), "--concurrency", "1", "--stream", "--target", url
-        )
+    with (
+        reference_server("prefill_per_token_s=0") as url,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        ours = [
+            x
+            for x in scale(
+                Path(tmp) / "ours", "--n", str(n), "--concurrency", "1", "--stream", "--target", url
+            )
+            if x["ok"]
+        ]
+        home = _offline_tokenizer(aiperf, Path(tmp) / "hf")
         artifacts = Path(tmp) / "aiperf"
         command = [aiperf, "profile", "--model", "llama3.1:8b", "--url", url, "--endpoint-type"]
-        command += ["chat", "--streaming", "--use-server-token-count", "--tokenizer", "builtin"]
+        command += ["chat", "--streaming", "--use-server-token-count", "--tokenizer", _TOKENIZER]
         command += ["--concurrency", "1", "--request-count", str(n), "--output-tokens-mean"]
         command += ["120", "--synthetic-input-tokens-mean", "200", "--artifact-dir", str(artifacts)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        exports = sorted(artifacts.rglob("*aiperf*.json"))
+        env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+        exports = sorted(artifacts.rglob("profile_export.jsonl"))
         if done.returncode != 0 or not exports:
             print(
                 f"  AIPerf did not complete ({done.returncode}): "
                 f"{(done.stderr or done.stdout)[-600:]}"
             )
             return
-        theirs = orjson.loads(exports[0].read_bytes())
-    ok = [x for x in ours if x["ok"]]
+        theirs = [orjson.loads(line)["metrics"] for line in exports[0].read_bytes().splitlines()]
+    theirs = [m for m in theirs if "inter_chunk_latency" in m]
 
-    def percentile(values: list[float], q: float) -> float:
-        values = sorted(values)
-        return values[min(len(values) - 1, math.ceil(q / 100 * len(values)) - 1)]
+    def value(metrics: dict, key: str) -> Any:
+        return metrics[key]["value"]
 
-    for name, key, field in (
-        ("TTFT", "time_to_first_token", "ttft_s"),
-        ("ITL", "inter_token_latency", "itl_mean_s"),
-    ):
-        stats = theirs.get(key) or {}
-        unit = 1000 if stats.get("unit", "ms") == "ms" else 1
-        for q in ("p50", "p99"):
-            mine = percentile([x[field] for x in ok], float(q[1:])) * 1000
-            their = stats.get(q)
-            if their is None:
-                print(f"  {name} {q}: ours {mine:.2f} ms, AIPerf: not reported")
-                continue
-            their_ms = their * 1000 / unit
-            print(
-                f"  {name} {q}: ours {mine:.2f} ms, AIPerf {their_ms:.2f} ms "
-                f"({mine / their_ms:.3f}x)"
-            )
+    sides = {
+        "ours": {
+            "prompts": [(x["prompt_tokens"], len(x["itl_gaps_ms"])) for x in ours],
+            "TTFT": [x["ttft_s"] * 1000 for x in ours],
+            "first step": [(x["ttst_s"] - x["ttft_s"]) * 1000 for x in ours],
+            "ITL per request": [x["itl_mean_s"] * 1000 for x in ours],
+            "every gap": [g for x in ours for g in x["itl_gaps_ms"]],
+        },
+        "AIPerf": {
+            "prompts": [
+                (value(m, "usage_prompt_tokens"), len(value(m, "inter_chunk_latency")))
+                for m in theirs
+            ],
+            "TTFT": [value(m, "time_to_first_token") for m in theirs],
+            "first step": [value(m, "time_to_second_token") for m in theirs],
+            "ITL per request": [value(m, "inter_token_latency") for m in theirs],
+            "every gap": [g for m in theirs for g in value(m, "inter_chunk_latency")],
+        },
+    }
+    p = PROFILE
+    for side, figures in sides.items():
+        prompts = figures["prompts"]
+        truths = {
+            "TTFT": lambda q: p.prefill_overhead_s * 1000,
+            "first step": lambda q, prompts=prompts: (
+                statistics.median(p.itl_s * attention(prompt + 1) for prompt, _ in prompts) * 1000
+            ),
+            "ITL per request": lambda q, prompts=prompts: (
+                statistics.median(
+                    p.itl_s * statistics.fmean(attention(prompt + i) for i in range(1, count + 1))
+                    for prompt, count in prompts
+                    if count
+                )
+                * 1000
+            ),
+            "every gap": lambda q, prompts=prompts: truth_gap_quantile(prompts, q / 100) * 1000,
+        }
+        print(
+            f"  {side}: {len(prompts)} requests, prompts of "
+            f"{statistics.median(x for x, _ in prompts):,.0f} server tokens (median)"
+        )
+        for name, truth in truths.items():
+            cells = []
+            for q in (50, 99) if name in ("TTFT", "every gap") else (50,):
+                measured = _percentile(figures[name], q)
+                expected = truth(q)
+                cells.append(
+                    f"p{q} {measured:.2f} ms (truth {expected:.2f}, {measured / expected:.3f}x)"
+                )
+            print(f"    {name}: {'; '.join(cells)}")
+
+
+_TOKENIZER = "local/tiny-bpe"  # AIPerf needs a tokenizer to make prompts; none can be fetched here
+
+
+def _offline_tokenizer(aiperf: str, home: Path) -> Path:
+    """A 2,000-token byte-level BPE, trained on this repository's docs by AIPerf's own Python
+    and laid out as the Hugging Face cache AIPerf reads offline: its prompts need a tokenizer,
+    and the built-in one downloads its vocabulary. With --use-server-token-count it only shapes
+    prompts; every count is the server's."""
+    snapshot = home / "hub" / f"models--{_TOKENIZER.replace('/', '--')}"
+    commit = "0" * 40
+    (snapshot / "refs").mkdir(parents=True, exist_ok=True)
+    (snapshot / "refs" / "main").write_text(commit)
+    docs = [str(path) for path in (ROOT / "docs").glob("*.md")]
+    script = f"""
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+bpe.decoder = decoders.ByteLevel()
+trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=["[UNK]", "<s>", "</s>"],
+                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+bpe.train_from_iterator([open(p).read() for p in {docs!r}], trainer)
+PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>",
+                        unk_token="[UNK]").save_pretrained({str(snapshot / "snapshots" / commit)!r})
+"""
+    python = Path(aiperf).with_name("python")
+    subprocess.run([str(python), "-c", script], check=True, capture_output=True)
+    return home
+
+
+def _percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, math.ceil(q / 100 * len(values)) - 1)]
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_driver.py               # every figure (about 10 minutes)
     .venv/bin/python benchmarks/bench_driver.py --quick       # smaller sizes, fewer rounds
+    .venv/bin/python benchmarks/bench_driver.py --only cpu    # figure 3 alone
 
 Every client runs in its own process against one embedded zero-latency reference server, in
 rounds that alternate their order (A B C, then C B A), so the machine's drift hits all alike;
@@ -53,6 +54,7 @@ def main() -> int:
     parser.add_argument("--baseline-n", type=int, default=20_000, help="old vs new scale runs")
     parser.add_argument("--root", default="runs", help="runs root (datasets cached beneath)")
     parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds")
+    parser.add_argument("--only", choices=("cpu",), help="figure 3 alone")
     args = parser.parse_args()
     if args.quick:
         args.n, args.cpu_n, args.rounds = 5_000, 10_000, 2
@@ -70,7 +72,8 @@ def main() -> int:
         print(f"# bench_driver: results under {bench}; old driver: {OLD_COMMIT}")
         print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
         failures += _clients(bench, big.path, args, old_tree)
-        failures += _scale_runs(bench, root, args, old_tree)
+        if args.only is None:
+            failures += _scale_runs(bench, root, args, old_tree)
     finally:
         shutil.rmtree(old_tree, ignore_errors=True)
     print(f"# load average {os.getloadavg()[0]:.2f} at the end (other jobs share this machine)")
@@ -91,7 +94,7 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
     rates: dict[str, list[float]] = {"driver": [], "old-driver": [], "aiohttp": []}
     cpu: dict[str, list[float]] = {"driver": [], "processes-2": []}
     with EmbeddedServer(run_dir, server_args=["--oom", "kill", "--speed", "max"]) as server:
-        kinds = ["old-driver", "driver", "aiohttp"]
+        kinds = ["old-driver", "driver", "aiohttp"] if args.only is None else []
         for round_ in range(args.rounds):
             for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
                 path = old_tree if kind == "old-driver" else None
@@ -104,9 +107,14 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
                 result = _pass(kind, server.url, dataset, args.cpu_n, args, bench, None)
                 cpu[kind].append(result["cpu_s"] / result["n"])
             print(
-                f"round {round_ + 1}: driver {rates['driver'][-1]:,.0f} req/s, old "
-                f"{rates['old-driver'][-1]:,.0f}, aiohttp {rates['aiohttp'][-1]:,.0f}; CPU per "
-                f"request: 1 process {cpu['driver'][-1] * 1e6:.0f} us, 2 processes "
+                f"round {round_ + 1}: "
+                + (
+                    f"driver {rates['driver'][-1]:,.0f} req/s, old "
+                    f"{rates['old-driver'][-1]:,.0f}, aiohttp {rates['aiohttp'][-1]:,.0f}; "
+                    if kinds
+                    else ""
+                )
+                + f"CPU per request: 1 process {cpu['driver'][-1] * 1e6:.0f} us, 2 processes "
                 f"{cpu['processes-2'][-1] * 1e6:.0f} us"
             )
     run_dir.close()
@@ -121,6 +129,8 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
         ),
     ]
     for key, label, ratios in figures:
+        if not ratios:
+            continue
         median = statistics.median(ratios)
         goal = GOALS[key]
         ok = median <= goal if key == "cpu_2_processes" else median >= goal
@@ -130,6 +140,8 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
             f"{label}: {median:.2f} (goal {sign} {goal:g}; per round "
             f"{', '.join(f'{r:.2f}' for r in ratios)})"
         )
+    if not kinds:
+        return failures
     print(
         f"  medians: driver {statistics.median(rates['driver']):,.0f} req/s, old driver "
         f"{statistics.median(rates['old-driver']):,.0f}, aiohttp "
