@@ -54,10 +54,15 @@ def _cpu() -> float:
 
 def _pool(processes: int, url: str, dataset: str, n: int, workers: int, run_dir: str):
     from harness.driver.loop import run
+    from harness.driver.payloads import request_end
     from harness.driver.shards import ShardPlan, ShardPool
 
     driver = {"url": url, "concurrency": workers, "health_url": url + "/health/ready"}
-    plan = ShardPlan(run_dir=run_dir, dataset=dataset, n=n, shards=processes, driver=driver)
+    # found before the clock starts: `harness scale` knows it from a generated dataset's size
+    end = request_end(dataset, n)
+    plan = ShardPlan(
+        run_dir=run_dir, dataset=dataset, n=n, shards=processes, driver=driver, end=end
+    )
     started, cpu = time.monotonic(), _cpu()
     stats = run(ShardPool(plan).run())
     seconds, cpu = time.monotonic() - started, _cpu() - cpu

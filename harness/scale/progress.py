@@ -34,8 +34,6 @@ class Progress:
         # the client driver's pause(): nothing new is sent until an OOM point's kill is in
         self.pause: Callable[[], Callable[[], None]] | None = None
         self._bar = console.live_bar("scale", total, done)
-        # the client driver's pause(): nothing new is sent until an OOM point's kill is in
-        self.pause: Callable[[], Callable[[], None]] | None = None
 
     @property
     def position(self) -> int:

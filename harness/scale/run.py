@@ -364,6 +364,8 @@ async def _send_requests(
                 model=config.model,
                 max_tokens=config.max_tokens,
                 window_s=config.sample_interval,
+                # a generated dataset holds exactly n requests: no read to find their end
+                end=dataset.path.stat().st_size if config.dataset is None else None,
             ),
             on_done=progress.advance,
             on_attempt=target.note_request,

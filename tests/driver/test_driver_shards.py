@@ -75,6 +75,16 @@ def test_shares_split_the_requests_exactly_reading_only_their_own_blocks(dataset
     assert sorted(limited) == sorted(ids[:100])  # the first 100, whoever reads them
 
 
+def test_request_end_skips_blank_lines_and_stops_at_the_file_end(dataset, tmp_path):
+    lines = dataset.read_bytes().splitlines(keepends=True)[:6]
+    spaced = tmp_path / "spaced.jsonl"
+    spaced.write_bytes(b"\n".join(lines[:3]) + b"\r\n  \n" + b"".join(lines[3:]).rstrip(b"\n"))
+    after_three = len(b"\n".join(lines[:3]) + b"\r\n  \n")
+    assert request_end(spaced, 3) == len(b"\n".join(lines[:3]))
+    assert request_end(spaced, 4) == after_three + len(lines[3])
+    assert request_end(spaced, 99) == spaced.stat().st_size  # fewer requests than asked
+
+
 def test_a_gzipped_dataset_is_split_by_custom_id(dataset, tmp_path):
     packed = tmp_path / "batch.jsonl.gz"
     packed.write_bytes(gzip.compress(dataset.read_bytes()))
