@@ -9,8 +9,11 @@ timing, and merges their stats and load figures (each writes its own `load_gener
 event). A process killed outright loses only
 what it had not written: a resume (with any process count) sends exactly what is missing.
 
-Messages are JSON lines on the children's stdout; the parent writes `pause` and `resume` lines
-to their stdin, and closes it to stop them (as its own death does).
+Messages are JSON lines on the children's stdout; the parent writes `pause`, `resume`,
+`precise` and `coarse` lines to their stdin, and closes it to stop them (as its own death does).
+A child reports its progress every REPORT_INTERVAL_S, or every FLUSH_INTERVAL_S while the parent
+asks for precision (near an OOM point, so that it fires where it was set); a success after a
+failure is reported at once (the supervisor's recovery timing waits for it).
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ from harness.rundir import EventKind, WriteFailed
 
 _ENV = "HARNESS_DRIVER_SHARD"  # a child's plan: the environment, as it may hold the API key
 MAX_AUTO = 8
+# Progress every 50 ms: each message wakes the parent (~60 us), and at 5 ms they were about a
+# tenth of the CPU of two processes; near an OOM point the parent asks for FLUSH_INTERVAL_S.
+REPORT_INTERVAL_S = 0.05
 
 
 def driver_processes(value: str | int) -> int:
@@ -146,6 +152,10 @@ class ShardPool:
                 with contextlib.suppress(ProcessLookupError):
                     await child.process.wait()
         return self._stats()
+
+    def precise(self, on: bool) -> None:
+        """Progress from every process at the journal's pace (on) or every REPORT_INTERVAL_S."""
+        self._tell(b"precise\n" if on else b"coarse\n")
 
     def pause(self) -> Callable[[], None]:
         """Every process sends nothing new until resume() (callable from any thread)."""
@@ -264,14 +274,21 @@ def _close(child: _Child) -> None:
 
 
 class _Reporter:
-    """A child's messages to the parent: progress and outcomes at most once per flush interval
-    (as the journal writes), load figures each window, the final stats."""
+    """A child's messages to the parent: progress and outcomes at most once per interval (the
+    journal's while the parent asks for precision), load figures each window, the final stats."""
 
     def __init__(self) -> None:
         self.done = 0
+        self.interval = REPORT_INTERVAL_S
         self._ok_t: list[float] = []  # the earliest and latest success of the step
         self._fail_t: list[float] = []
-        self._scheduled = False
+        self._failing = False  # a failure was seen since the last success
+        self._scheduled: asyncio.TimerHandle | None = None
+
+    def precise(self, on: bool) -> None:
+        self.interval = FLUSH_INTERVAL_S if on else REPORT_INTERVAL_S
+        if on and self._scheduled is not None:  # not a coarse interval more: what waits goes now
+            self.flush()
 
     def result(self, custom_id: str, ok: bool) -> None:
         self.done += 1
@@ -280,20 +297,26 @@ class _Reporter:
     def attempt(self, ok: bool, t: float) -> None:
         if not ok:
             self._fail_t.append(t)
+            self._failing = True
         elif not self._ok_t:
             self._ok_t = [t, t]
         else:
             self._ok_t[0] = min(self._ok_t[0], t)
             self._ok_t[1] = max(self._ok_t[1], t)
+        if ok and self._failing:  # the target serves again: the parent hears it now
+            self._failing = False
+            self.flush()
+            return
         self._schedule()
 
     def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_later(FLUSH_INTERVAL_S, self.flush)
+        if self._scheduled is None:
+            self._scheduled = asyncio.get_running_loop().call_later(self.interval, self.flush)
 
     def flush(self) -> None:
-        self._scheduled = False
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
         message = {"done": self.done, "ok_t": self._ok_t or None, "fail_t": self._fail_t or None}
         self._ok_t, self._fail_t = [], []
         self.send(message)
@@ -356,7 +379,7 @@ async def _drive(driver: Any, requests: Any, reporter: _Reporter, window_s: floa
     main = asyncio.current_task()
     assert main is not None
     loop.add_signal_handler(signal.SIGTERM, main.cancel)
-    threading.Thread(target=_control, args=(loop, driver, main), daemon=True).start()
+    threading.Thread(target=_control, args=(loop, driver, reporter, main), daemon=True).start()
     windows = asyncio.create_task(_windows(driver, window_s))
     try:
         return await driver.run(requests)
@@ -364,7 +387,9 @@ async def _drive(driver: Any, requests: Any, reporter: _Reporter, window_s: floa
         windows.cancel()
 
 
-def _control(loop: asyncio.AbstractEventLoop, driver: Any, main: asyncio.Task[Any]) -> None:
+def _control(
+    loop: asyncio.AbstractEventLoop, driver: Any, reporter: _Reporter, main: asyncio.Task[Any]
+) -> None:
     """The parent's orders on stdin; its end (closed, or the parent died) stops this process."""
     resumes: list[Callable[[], None]] = []
 
@@ -375,7 +400,12 @@ def _control(loop: asyncio.AbstractEventLoop, driver: Any, main: asyncio.Task[An
         if resumes:
             resumes.pop(0)()
 
-    orders = {b"pause": pause, b"resume": resume}
+    orders = {
+        b"pause": pause,
+        b"resume": resume,
+        b"precise": lambda: reporter.precise(True),
+        b"coarse": lambda: reporter.precise(False),
+    }
     pending = b""
     # os.read, not sys.stdin: a thread blocked in a buffered read would stall interpreter exit
     while chunk := os.read(0, 4096):

@@ -33,6 +33,9 @@ class Progress:
         self._injector: OomInjector | None = None
         # the client driver's pause(): nothing new is sent until an OOM point's kill is in
         self.pause: Callable[[], Callable[[], None]] | None = None
+        # driver processes: progress at the journal's pace near an OOM point (on), else coarser
+        self.precise: Callable[[bool], None] | None = None
+        self._precise = False
         self._bar = console.live_bar("scale", total, done)
 
     @property
@@ -67,11 +70,23 @@ class Progress:
             if self._injector is not None:
                 resume = self.pause() if self.pause is not None else None
                 self._injector.request(point, position, resume)
+        if self.precise is not None:
+            near = bool(self._ooms) and self._ooms[0] * self.total - position <= self._margin()
+            if near != self._precise:
+                self._precise = near
+                self.precise(near)
         if position * 20 >= self._next_step * self.total:
             self._next_step = position * 20 // self.total + 1
             self._run_dir.event(EventKind.PROGRESS, done=position, total=self.total)
             if not self._console.interactive:
                 self._console.say(self._line(position))
+
+    def _margin(self) -> float:
+        """Results that may come in a quarter second (at least 1% of the run): how near an OOM
+        point progress must be reported at once."""
+        elapsed = time.monotonic() - self._started
+        rate = (self.position - self.start_done) / elapsed if elapsed > 0 else 0.0
+        return max(0.01 * self.total, 0.25 * rate)
 
     def _line(self, position: int) -> str:
         elapsed = time.monotonic() - self._started

@@ -371,7 +371,7 @@ async def _send_requests(
             on_attempt=target.note_request,
             event=run_dir.event,
         )
-        progress.pause = pool.pause
+        progress.pause, progress.precise = pool.pause, pool.precise
         async with _sampling(run_dir, progress, pool, config.sample_interval):
             return await pool.run()
     with contextlib.closing(Checkpoint(run_dir.path)) as checkpoint:

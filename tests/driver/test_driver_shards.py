@@ -170,3 +170,52 @@ def test_processes_is_a_count_or_auto():
         driver_processes("0")
     with pytest.raises(UserError, match="give a number of processes or auto"):
         driver_processes("many")
+
+
+def test_a_process_reports_coarsely_unless_asked_and_a_recovery_at_once(monkeypatch):
+    from harness.driver import shards
+
+    sent: list[dict] = []
+    monkeypatch.setattr(shards._Reporter, "send", staticmethod(sent.append))
+
+    async def main() -> list[int]:
+        reporter = shards._Reporter()
+        counts = []
+        for _ in range(100):  # a burst of results: one message, after the interval
+            reporter.attempt(True, time.time())
+            reporter.result("id", True)
+        counts.append(len(sent))
+        await asyncio.sleep(shards.REPORT_INTERVAL_S * 2)
+        counts.append(len(sent))
+        reporter.attempt(False, time.time())
+        reporter.attempt(True, time.time())  # the target serves again: sent now
+        counts.append(len(sent))
+        reporter.precise(True)
+        reporter.result("id", True)
+        await asyncio.sleep(shards.FLUSH_INTERVAL_S * 4)
+        counts.append(len(sent))
+        return counts
+
+    assert asyncio.run(main()) == [0, 1, 2, 3]
+    assert sent[0]["done"] == 100 and sent[1]["fail_t"] and sent[1]["ok_t"]
+    assert shards.REPORT_INTERVAL_S > shards.FLUSH_INTERVAL_S
+
+
+def test_progress_asks_for_precision_only_near_an_oom_point(tmp_path):
+    import io
+
+    from harness.scale.console import Console
+    from harness.scale.progress import Progress
+    from harness.scale.target import TargetHandle
+
+    progress = Progress(1000, 0, RunDir(tmp_path), Console(io.StringIO()))
+    asked: list[bool] = []
+    progress.precise = asked.append
+    progress.plan_ooms((0.5,), TargetHandle(url="http://127.0.0.1:9", health_url=None))
+    progress._started -= 1000  # a slow run so far: the margin is 1% of it, 10 results
+    progress.advance(400)
+    assert asked == []
+    progress.advance(95)  # 5 from the point
+    assert asked == [True]
+    progress.advance(10)  # past it, and no other point: coarse again
+    assert asked == [True, False]
