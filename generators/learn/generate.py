@@ -648,39 +648,50 @@ _CLASSES = {"9": string.digits, "A": string.ascii_uppercase, "a": string.ascii_l
 _CHUNK = 3  # letters are drawn 3 at a time from a table of every 3-letter string
 
 
-def _shape(shape: str) -> tuple[tuple[str, int], ...]:
-    """An id shape ("AA-9999") as runs: (class letters, length) or (literal text, 0)."""
-    runs: list[tuple[str, int]] = []
+def _shape(shape: str) -> tuple[tuple[int, Any, int], ...]:
+    """An id shape ("AA-9999") as pieces to fill: (0, literal text, 0), (1, "%0nd", 10**n) for
+    a run of n <= 15 digits (one number: a double holds 15), (2, table, its size) for up to 3
+    letters (a table of every such string)."""
+    runs: list[list[Any]] = []  # [class letters or literal text, length or 0]
     for c in shape:
-        last_letters, last_n = runs[-1] if runs else ("", -1)
-        if c in _CLASSES and last_letters == _CLASSES[c] and last_n:
-            runs[-1] = (last_letters, last_n + 1)
-        elif c in _CLASSES:
-            runs.append((_CLASSES[c], 1))
-        elif last_n == 0:
-            runs[-1] = (last_letters + c, 0)
+        letters = _CLASSES.get(c)
+        if runs and letters is not None and runs[-1][0] == letters and runs[-1][1]:
+            runs[-1][1] += 1
+        elif letters is not None:
+            runs.append([letters, 1])
+        elif runs and not runs[-1][1]:
+            runs[-1][0] += c
         else:
-            runs.append((c, 0))
-    return tuple(runs)
-
-
-def _fill(runs: tuple[tuple[str, int], ...], rng: random.Random) -> str:
-    """An id of a shape's runs: a run of digits is one number, letters a table draw per 3."""
-    out = []
+            runs.append([c, 0])
+    pieces: list[tuple[int, Any, int]] = []
     for letters, n in runs:
         if not n:
-            out.append(letters)
-        elif letters == string.digits:
-            while n > 15:  # a double's 53 bits hold 15 digits
-                out.append(f"{int(rng.random() * 10**15):015d}")
-                n -= 15
-            out.append(f"{int(rng.random() * 10**n):0{n}d}")
-        else:
-            while n > 0:
-                table = _letter_table(letters, min(n, _CHUNK))
-                out.append(table[int(rng.random() * len(table))])
-                n -= _CHUNK
-    return "".join(out)
+            pieces.append((0, letters, 0))
+        step = 15 if letters == string.digits else _CHUNK
+        while n > 0:
+            size = min(n, step)
+            if letters == string.digits:
+                pieces.append((1, f"%0{size}d", 10**size))
+            else:
+                table = _letter_table(letters, size)
+                pieces.append((2, table, len(table)))
+            n -= size
+    return tuple(pieces)
+
+
+def _fill(pieces: tuple[tuple[int, Any, int], ...], rng: random.Random) -> str:
+    """An id of a shape's pieces (see `_shape`): one draw a piece."""
+    draw = rng.random
+    return "".join(
+        [
+            text
+            if kind == 0
+            else text % int(draw() * size)
+            if kind == 1
+            else text[int(draw() * size)]
+            for kind, text, size in pieces
+        ]
+    )
 
 
 @functools.lru_cache(maxsize=16)
