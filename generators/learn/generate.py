@@ -43,6 +43,9 @@ BUCKETS = 8
 POOL = 384
 FREE = BUCKETS * POOL  # where the freely sized values start
 FREE_POOL = 3072
+POOL_BYTES = 8 << 20  # of JSON, a pool; bigger values are made per record (RSS stays flat)
+TOTAL_POOL_BYTES = 64 << 20
+_SIZE_PROBE = 64  # values made before a pool's size is judged
 _RULE_KEYS = ("before", "after", "list", "email", "first", "last", "full", "field")
 _MIX = 0x9E3779B97F4A7C15
 
@@ -152,7 +155,8 @@ class ProfileBuilder:
         self._coupling = 0.0
         self._record_quantile = 0.5
         self._poolable: dict[str, Callable[[random.Random], Any]] = {}
-        self._pools_made: dict[str, tuple[Any, ...]] = {}
+        self._pools_made: dict[str, tuple[Any, ...]] = {}  # () where values are made per record
+        self._pooled_bytes = 0.0
         self._root = self._compile(profile["root"], "")
         for path in list(self._poolable):  # now, before the writers fork their workers
             self._pool(path)
@@ -331,8 +335,8 @@ class ProfileBuilder:
         def make(rng: random.Random) -> list:
             n = lengths[int(self._size_quantile(rng) * LENGTH_TABLE)]
             next_item = item
-            if pooled:
-                pool = pools.get(item_path) or self._pool(item_path)
+            pool = (pools.get(item_path) or self._pool(item_path)) if pooled else ()
+            if pool:
                 own, coupling, draw = self._own_run(), self._coupling, rng.random
                 if not unique:  # lists are most of a record's draws: one expression per item
                     return [
@@ -386,10 +390,10 @@ class ProfileBuilder:
             own = self._own_run()
             for key, presence, child, path in fields:
                 if presence >= 1.0 or draw() < presence:
-                    if path is None:
+                    pool = (pools.get(path) or self._pool(path)) if path is not None else ()
+                    if not pool:  # made per record: holds ids, a rule reads it, or too big
                         out[key] = child(rng)
                     else:
-                        pool = pools.get(path) or self._pool(path)
                         out[key] = pool[
                             own + int(draw() * POOL)
                             if draw() < coupling
@@ -408,7 +412,9 @@ class ProfileBuilder:
 
     def _pool(self, path: str) -> tuple[Any, ...]:
         """The pool at path, made once: the b-th run's values are sized wholly by quantiles in
-        the b-th octile (a coupled draw), the last FREE_POOL values' sizes drawn freely."""
+        the b-th octile (a coupled draw), the last FREE_POOL values' sizes drawn freely. Empty
+        (values made per record) when it would pass POOL_BYTES or the pools' TOTAL_POOL_BYTES,
+        as judged from its first values."""
         pool = self._pools_made.get(path)
         if pool is not None:
             return pool
@@ -420,6 +426,13 @@ class ProfileBuilder:
         for i in range(FREE):
             self._record_quantile = (i // POOL + rng.random()) / BUCKETS
             made.append(make(rng))
+            if i + 1 == _SIZE_PROBE:
+                size = sum(len(orjson.dumps(v)) for v in made) / _SIZE_PROBE * (FREE + FREE_POOL)
+                if size > POOL_BYTES or self._pooled_bytes + size > TOTAL_POOL_BYTES:
+                    self._record_quantile, self._coupling = outer
+                    self._pools_made[path] = ()
+                    return ()
+                self._pooled_bytes += size
         self._coupling = 0.0
         made.extend(make(rng) for _ in range(FREE_POOL))
         self._record_quantile, self._coupling = outer

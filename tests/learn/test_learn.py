@@ -176,6 +176,32 @@ def test_pooled_parts_leave_ids_and_texts_per_record(learned):
         assert note == "" or (note.endswith(".") and "  " not in note)
 
 
+def test_pools_keep_to_their_memory_budget():
+    """A list of 200 long items a record: its pool would hold 6,144 such lists (~100 MB), so the
+    lists are made per record from pooled items, and building stays small."""
+    import random
+    import tracemalloc
+
+    rng = random.Random(2)
+    vocabulary = [f"word{i}" for i in range(40)]
+
+    def text() -> str:
+        return " ".join(rng.choice(vocabulary) for _ in range(12)) + "."
+
+    records = [{"rows": [{"a": text(), "b": text()} for _ in range(200)]} for _ in range(12)]
+    profile = learn_profile(Sample(records, None, None, None), k=5)
+    tracemalloc.start()
+    try:
+        builder = ProfileBuilder(profile, seed=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 60 << 20
+    made = [orjson.loads(builder.build_json(i)) for i in range(20)]
+    assert all(len(r["rows"]) >= 100 for r in made)
+    assert len({orjson.dumps(r["rows"]) for r in made}) == len(made)
+
+
 def test_fields_without_vocabulary_are_filled_with_letters():
     """A profile edited to have no vocabulary and an opaque string kind: letters of the
     profile's lengths, not a failure."""
