@@ -1,9 +1,10 @@
 """Records from a profile: record i is a pure function of (profile, seed, i, locale).
 
-Kinds come from Faker pools drawn once per (seed, locale), free text from a Markov chain over the
-profile's k-anonymous vocabulary, and the profile's cross-field rules are applied last. Values
-whose normalized form is in the profile's `pii_filter` are drawn again, so a sample's identifying
-value is never written.
+Kinds come from Faker pools drawn once per (seed, locale), free text is a slice of a per-field
+corpus of Markov sentences over the profile's k-anonymous vocabulary, lists and objects that
+identify no one come from pools of parts made once per seed (before the writers fork), and the
+profile's cross-field rules are applied last. Values whose normalized form is in the profile's
+`pii_filter` are drawn again, so a sample's identifying value is never written.
 """
 
 from __future__ import annotations
