@@ -237,19 +237,19 @@ class ProfileBuilder:
         return lambda rng: round(sampler.draw(rng), decimals)
 
     def _string(self, spec: dict) -> Callable[[random.Random], str]:
-        base = self._kind(spec)
         if "values" in spec:
             values = [v for v, _ in spec["values"]]
             cumulative = _cumulative([n for _, n in spec["values"]])
             other = spec.get("other", 0.0)
-            if not other:
+            if not other:  # only the kept values: the kind's Faker pool is not even made
                 return lambda rng: values[bisect.bisect_right(cumulative, rng.random())]
+            base = self._kind(spec)
             return lambda rng: (
                 base(rng)
                 if rng.random() < other
                 else values[bisect.bisect_right(cumulative, rng.random())]
             )
-        return base
+        return self._kind(spec)
 
     def _kind(self, spec: dict) -> Callable[[random.Random], str]:
         kind = spec.get("kind", "string")
