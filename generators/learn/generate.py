@@ -476,25 +476,42 @@ class ProfileBuilder:
             return sort
         if kind == "email_from_name":
             share, style, email = rule["share"], rule["style"], rule["email"]
-            first_key, last_key, full_key = rule.get("first"), rule.get("last"), rule.get("full")
+            keys = {"first_name": rule.get("first"), "last_name": rule.get("last")}
+            keys["person_name"] = rule.get("full")
 
             def derive(out: dict, rng: random.Random) -> None:
-                address = out.get(email)
+                address = learned._get(out, email)
                 if not isinstance(address, str) or "@" not in address or rng.random() >= share:
                     return
-                first, last = learned._names(
-                    out, {"first_name": first_key, "last_name": last_key, "person_name": full_key}
-                )
+                first, last = learned._names(out, keys)
                 if first and last:
                     local = learned._local_part(style, first, last)
                     domain = address.rsplit("@", 1)[1]
                     for suffix in ("", *(str(1 + int(rng.random() * 99)) for _ in range(4))):
                         candidate = f"{local}{suffix}@{domain}"
                         if not self.blocked(candidate):  # else a digit, as people do
-                            out[email] = candidate
+                            _put(out, email, candidate)
                             break
 
             return derive
+        if kind == "full_name":
+            share, first, last, full = (rule[x] for x in ("share", "first", "last", "full"))
+
+            def join(out: dict, rng: random.Random) -> None:
+                a, b = out.get(first), out.get(last)
+                if not (isinstance(a, str) and isinstance(b, str) and full in out):
+                    return
+                if rng.random() >= share:
+                    return
+                firsts, lasts = self._pools["first_name"], self._pools["last_name"]
+                for _ in range(16):  # a pair that may be a sample's person: another pair
+                    if not self.blocked(f"{a} {b}"):
+                        out[first], out[last], out[full] = a, b, f"{a} {b}"
+                        return
+                    a = firsts[int(rng.random() * len(firsts))]
+                    b = lasts[int(rng.random() * len(lasts))]
+
+            return join
         if kind == "years_from_dates":
             field, key, start, end, mode = (
                 rule[x] for x in ("field", "list", "start", "end", "mode")
@@ -717,6 +734,15 @@ def _container(node: dict) -> bool:
     """True when a node may be an object or a list: what is worth pooling (a scalar costs about
     as much to make as to draw, and made per record it keeps records apart)."""
     return bool({"object", "array"} & set(node.get("types") or ()))
+
+
+def _put(out: dict, key: str, value: Any) -> None:
+    """out[key] = value, where key may be "child/field" (as `profile._get` reads it)."""
+    head, _, tail = key.partition("/")
+    if key not in out and tail and isinstance(out.get(head), dict):
+        out[head][tail] = value
+    else:
+        out[key] = value
 
 
 def _holds_kinds(node: dict, kinds: frozenset[str]) -> bool:

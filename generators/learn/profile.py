@@ -459,35 +459,53 @@ def _rules(learner: _Learner, root: _Node) -> list[dict]:
                             }
                         )
                         break
+        rules.extend(_full_name_rules(node, path, kinds_at, need))
         rules.extend(_email_rules(node, path, kinds_at, need))
         rules.extend(_years_rules(node, path, rules, need, as_of))
     return rules
 
 
-_EMAIL_STYLES = (
-    "first.last",
-    "firstlast",
-    "first_last",
-    "first-last",
-    "f.last",
-    "flast",
-    "last.first",
-    "first",
-)
+_LOCAL_PARTS: dict[str, Callable[[str, str], str]] = {
+    "first.last": lambda first, last: f"{first}.{last}",
+    "firstlast": lambda first, last: f"{first}{last}",
+    "first_last": lambda first, last: f"{first}_{last}",
+    "first-last": lambda first, last: f"{first}-{last}",
+    "f.last": lambda first, last: f"{first[:1]}.{last}",
+    "flast": lambda first, last: f"{first[:1]}{last}",
+    "last.first": lambda first, last: f"{last}.{first}",
+    "first": lambda first, last: first,
+}
+_EMAIL_STYLES = tuple(_LOCAL_PARTS)  # tried in this order: "first" alone last
 
 
 def _local_part(style: str, first: str, last: str) -> str:
-    first, last = normalize(first), normalize(last)
-    return {
-        "first.last": f"{first}.{last}",
-        "firstlast": f"{first}{last}",
-        "first_last": f"{first}_{last}",
-        "first-last": f"{first}-{last}",
-        "f.last": f"{first[:1]}.{last}",
-        "flast": f"{first[:1]}{last}",
-        "last.first": f"{last}.{first}",
-        "first": first,
-    }[style]
+    return _LOCAL_PARTS[style](normalize(first), normalize(last))
+
+
+def _full_name_rules(node: _Node, path: str, kinds_at: dict, need: int) -> list[dict]:
+    """A full name that is the first and last names of the same object (at least 90% of it)."""
+    keys = {kinds_at.get(f"{path}/{key}"): key for key in node.fields}
+    first, last, full = (keys.get(k) for k in ("first_name", "last_name", "person_name"))
+    if first is None or last is None or full is None:
+        return []
+    seen = joined = 0
+    for o in node.objects:
+        a, b, whole = o.get(first), o.get(last), o.get(full)
+        if isinstance(a, str) and isinstance(b, str) and isinstance(whole, str):
+            seen += 1
+            joined += whole == f"{a} {b}"
+    if seen < need or joined < 0.9 * seen:
+        return []
+    return [
+        {
+            "rule": "full_name",
+            "object": path,
+            "first": first,
+            "last": last,
+            "full": full,
+            "share": round(joined / seen, 6),
+        }
+    ]
 
 
 def _email_rules(node: _Node, path: str, kinds_at: dict, need: int) -> list[dict]:
@@ -502,13 +520,13 @@ def _email_rules(node: _Node, path: str, kinds_at: dict, need: int) -> list[dict
     styles = Counter()
     seen = 0
     for o in node.objects:
-        address = o.get(email)
+        address = _get(o, email)
         first, last = _names(o, keys)
         if not isinstance(address, str) or "@" not in address or not first or not last:
             continue
         seen += 1
         local = address.rsplit("@", 1)[0].lower()
-        local = re.sub(r"\d+$", "", local)
+        local = re.sub(r"[._+-]*\d+$", "", local)  # jane.doe.7@, jane.doe42@: a number added
         for style in _EMAIL_STYLES:
             if local == _local_part(style, first, last):
                 styles[style] += 1

@@ -176,6 +176,28 @@ def test_pooled_parts_leave_ids_and_texts_per_record(learned):
         assert note == "" or (note.endswith(".") and "  " not in note)
 
 
+def test_names_and_email_one_object_down_are_derived_as_in_the_sample(tmp_path):
+    """The built-in candidates: name {first, last, full} and contact {email: first.last.N@...},
+    siblings under the record: the full name and the email are learned as derived, and kept."""
+    from generators.learn.profile import normalize
+
+    sample = write_dataset(tmp_path / "c.jsonl", 300, fmt="jsonl", seed=4).path
+    profile = learn_profile(read_sample([sample]), k=5)
+    rules = {(r["rule"], r["object"]): r for r in profile["rules"]}
+    assert rules[("full_name", "/name")]["share"] == 1.0
+    assert rules[("email_from_name", "")]["style"] == "first.last"
+    builder = ProfileBuilder(profile, seed=2)
+    made = [orjson.loads(builder.build_json(i)) for i in range(300)]
+    full = sum(r["name"]["full"] == f"{r['name']['first']} {r['name']['last']}" for r in made)
+    derived = sum(
+        r["contact"]["email"].startswith(
+            f"{normalize(r['name']['first'])}.{normalize(r['name']['last'])}"
+        )
+        for r in made
+    )
+    assert full > 0.95 * len(made) and derived > 0.9 * len(made)
+
+
 def test_pools_keep_to_their_memory_budget():
     """A list of 200 long items a record: its pool would hold 6,144 such lists (~100 MB), so the
     lists are made per record from pooled items, and building stays small."""
