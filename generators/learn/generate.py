@@ -143,6 +143,12 @@ class ProfileBuilder:
         self._rules: dict[str, list[dict]] = {}
         for rule in profile.get("rules", ()):
             self._rules.setdefault(rule["object"], []).append(rule)
+        self._rewritten = {  # the fields these rules rewrite, or check when they cannot
+            f"{rule['object']}/{rule[key]}"
+            for rule in profile.get("rules", ())
+            for kind, key in (("email_from_name", "email"), ("full_name", "full"))
+            if rule["rule"] == kind
+        }
         text = profile.get("text") or {}
         words = text.get("words") or []
         self._words = [w for w, _ in words]
@@ -218,7 +224,7 @@ class ProfileBuilder:
                 node.get("number") or {"integer": True, "quantiles": [0, 0]}, type_name == "integer"
             )
         if type_name == "string":
-            return self._string(node.get("string") or {"kind": "string"})
+            return self._string(node.get("string") or {"kind": "string"}, path)
         if type_name == "array":
             return self._array(node, path)
         if type_name == "object":
@@ -236,23 +242,25 @@ class ProfileBuilder:
         decimals = spec.get("decimals", 2)
         return lambda rng: round(sampler.draw(rng), decimals)
 
-    def _string(self, spec: dict) -> Callable[[random.Random], str]:
+    def _string(self, spec: dict, path: str) -> Callable[[random.Random], str]:
         if "values" in spec:
             values = [v for v, _ in spec["values"]]
             cumulative = _cumulative([n for _, n in spec["values"]])
             other = spec.get("other", 0.0)
             if not other:  # only the kept values: the kind's Faker pool is not even made
                 return lambda rng: values[bisect.bisect_right(cumulative, rng.random())]
-            base = self._kind(spec)
+            base = self._kind(spec, path)
             return lambda rng: (
                 base(rng)
                 if rng.random() < other
                 else values[bisect.bisect_right(cumulative, rng.random())]
             )
-        return self._kind(spec)
+        return self._kind(spec, path)
 
-    def _kind(self, spec: dict) -> Callable[[random.Random], str]:
+    def _kind(self, spec: dict, path: str) -> Callable[[random.Random], str]:
         kind = spec.get("kind", "string")
+        # a value a rule rewrites (and so checks against the filter itself) is drawn unchecked
+        checked = self._unblocked if path not in self._rewritten else _as_drawn
         length = Sampler(spec.get("length") or {"counts": {"8": 1}})
         if kind == "person_name":
             firsts, lasts = self._pools["first_name"], self._pools["last_name"]
@@ -261,7 +269,7 @@ class ProfileBuilder:
                 first = firsts[int(rng.random() * len(firsts))]
                 return f"{first} {lasts[int(rng.random() * len(lasts))]}"
 
-            return self._unblocked(full_name)
+            return checked(full_name)
         if kind in _FAKER:
             if kind == "email" and spec.get("domains"):
                 domains = [d for d, _ in spec["domains"]]
@@ -276,7 +284,7 @@ class ProfileBuilder:
                         )
                     return f"{local}@{domains[int(rng.random() * len(domains))]}"
 
-                return self._unblocked(email)
+                return checked(email)
             pool = self._pools[kind]  # made now, before the writers fork their workers
             return lambda rng: pool[int(rng.random() * len(pool))]
         if kind in ("date", "datetime", "year_month"):
@@ -390,16 +398,21 @@ class ProfileBuilder:
             draw, coupling = rng.random, self._coupling  # the pool draw inlined: most fields
             own = self._own_run()
             for key, presence, child, path in fields:
-                if presence >= 1.0 or draw() < presence:
-                    pool = (pools.get(path) or self._pool(path)) if path is not None else ()
-                    if not pool:  # made per record: holds ids, a rule reads it, or too big
-                        out[key] = child(rng)
-                    else:
-                        out[key] = pool[
-                            own + int(draw() * POOL)
-                            if draw() < coupling
-                            else FREE + int(draw() * FREE_POOL)
-                        ]
+                if presence < 1.0 and draw() >= presence:
+                    continue
+                if path is None:  # made per record: holds ids, or a rule reads it
+                    out[key] = child(rng)
+                    continue
+                pool = pools.get(path) or self._pool(path)
+                out[key] = (
+                    pool[
+                        own + int(draw() * POOL)
+                        if draw() < coupling
+                        else FREE + int(draw() * FREE_POOL)
+                    ]
+                    if pool
+                    else child(rng)  # a pool too big to make
+                )
             for rule in applied:
                 rule(out, rng)
             return out
@@ -481,35 +494,45 @@ class ProfileBuilder:
 
             def derive(out: dict, rng: random.Random) -> None:
                 address = learned._get(out, email)
-                if not isinstance(address, str) or "@" not in address or rng.random() >= share:
+                if not isinstance(address, str) or "@" not in address:
                     return
-                first, last = learned._names(out, keys)
-                if first and last:
-                    local = learned._local_part(style, first, last)
-                    domain = address.rsplit("@", 1)[1]
-                    for suffix in ("", *(str(1 + int(rng.random() * 99)) for _ in range(4))):
-                        candidate = f"{local}{suffix}@{domain}"
-                        if not self.blocked(candidate):  # else a digit, as people do
-                            _put(out, email, candidate)
-                            break
+                local, _, domain = address.rpartition("@")
+                if rng.random() < share:
+                    first, last = learned._names(out, keys)
+                    if first and last:
+                        derived = learned._local_part(style, first, last)
+                        for suffix in ("", *(str(1 + int(rng.random() * 99)) for _ in range(4))):
+                            candidate = f"{derived}{suffix}@{domain}"
+                            if not self.blocked(candidate):  # else a digit, as people do
+                                _put(out, email, candidate)
+                                return
+                for _ in range(16):  # the address stays: drawn unchecked, it is checked here
+                    if not self.blocked(address):
+                        break
+                    address = f"{local}{_letters(rng, 3)}@{domain}"
+                _put(out, email, address)
 
             return derive
         if kind == "full_name":
             share, first, last, full = (rule[x] for x in ("share", "first", "last", "full"))
 
             def join(out: dict, rng: random.Random) -> None:
-                a, b = out.get(first), out.get(last)
-                if not (isinstance(a, str) and isinstance(b, str) and full in out):
+                whole, a, b = out.get(full), out.get(first), out.get(last)
+                if not isinstance(whole, str):
                     return
-                if rng.random() >= share:
-                    return
+                paired = isinstance(a, str) and isinstance(b, str) and rng.random() < share
+                if paired:
+                    whole = f"{a} {b}"
                 firsts, lasts = self._pools["first_name"], self._pools["last_name"]
-                for _ in range(16):  # a pair that may be a sample's person: another pair
-                    if not self.blocked(f"{a} {b}"):
-                        out[first], out[last], out[full] = a, b, f"{a} {b}"
-                        return
+                for _ in range(16):  # drawn unchecked, or a pair that may be a sample's person
+                    if not self.blocked(whole):
+                        break
                     a = firsts[int(rng.random() * len(firsts))]
                     b = lasts[int(rng.random() * len(lasts))]
+                    whole = f"{a} {b}"
+                if paired:
+                    out[first], out[last] = a, b
+                out[full] = whole
 
             return join
         if kind == "years_from_dates":
@@ -734,6 +757,10 @@ def _container(node: dict) -> bool:
     """True when a node may be an object or a list: what is worth pooling (a scalar costs about
     as much to make as to draw, and made per record it keeps records apart)."""
     return bool({"object", "array"} & set(node.get("types") or ()))
+
+
+def _as_drawn(make: Callable[[random.Random], str]) -> Callable[[random.Random], str]:
+    return make
 
 
 def _put(out: dict, key: str, value: Any) -> None:
