@@ -81,16 +81,18 @@ class Progress:
             if not self._console.interactive:
                 self._console.say(self._line(position))
 
+    def _rate(self, position: int) -> float:
+        """Results per second of this session so far."""
+        elapsed = time.monotonic() - self._started
+        return (position - self.start_done) / elapsed if elapsed > 0 else 0.0
+
     def _margin(self) -> float:
         """Results that may come in a quarter second (at least 1% of the run): how near an OOM
         point progress must be reported at once."""
-        elapsed = time.monotonic() - self._started
-        rate = (self.position - self.start_done) / elapsed if elapsed > 0 else 0.0
-        return max(0.01 * self.total, 0.25 * rate)
+        return max(0.01 * self.total, 0.25 * self._rate(self.position))
 
     def _line(self, position: int) -> str:
-        elapsed = time.monotonic() - self._started
-        rate = (position - self.start_done) / elapsed if elapsed > 0 else 0.0
+        rate = self._rate(position)
         eta = (self.total - position) / rate if rate > 0 else float("inf")
         return (
             f"{100 * position / self.total:3.0f}% {position:,}/{self.total:,} "
