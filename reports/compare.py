@@ -89,8 +89,11 @@ RULES: tuple[Rule, ...] = (
     Rule("errors.*", LOWER, False, _NONE_ALLOWED, default=False),
     *(
         Rule(f"memory.{name}", LOWER, False, _MEMORY)
-        for name in ("peak_rss_bytes", "peak_pss_bytes", "peak_vram_bytes", "peak_sim_vram_bytes")
+        for name in ("peak_rss_bytes", "peak_vram_bytes", "peak_sim_vram_bytes")
     ),
+    # PSS splits shared pages by whoever else maps them at that moment (other Python processes
+    # on the machine): the same code measured 11.6 and 30.0 MiB a run apart. RSS gates; PSS shows.
+    Rule("memory.peak_pss_bytes", LOWER, False, _MEMORY, informational=True),
     Rule("memory.*", LOWER, False, _MEMORY, default=False),
     Rule("leak.*.confirmed_mb_per_1k_requests", LOWER, False, Threshold(0.5, 1.0), optional=True),
     Rule("leak.*.mb_per_1k_requests", LOWER, False, Threshold(0.5, 1.0), False, optional=True),
