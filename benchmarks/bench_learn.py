@@ -4,7 +4,7 @@ Run: .venv/bin/python benchmarks/bench_learn.py [--n 20000] [--workers 2] [--rou
 - learn time for a 5,000-record sample (target <= 10 s);
 - `gen --like` rate against `harness gen` on the built-in schema, rounds alternating A and B,
   the sample being built-in records so that both write records of the same mean size (>= 0.5x),
-  at N and once more at 4N, where process start-up and pools weigh less;
+  at N and at 4N (where process start-up and pools weigh less), per round;
 - peak RSS of `gen --like` at N and 4N (flat, <= 200 MB);
 - bytes per record, mean and std, against the sample's (within 10%);
 - share of generated records that validate against `learn --emit-schema`'s schema (100%).
@@ -68,38 +68,19 @@ def main() -> None:
             str(work / "s.json"),
         )
         print(f"learn 5,000 records: {learn_s:.1f} s wall (process start included; target <= 10 s)")
-        common = ("--n", str(args.n), "--workers", str(args.workers), "--format", "jsonl")
-        like_rates, base_rates, like_peaks = [], [], []
-        for r in range(args.rounds):
-            for which in ("base", "like") if r % 2 == 0 else ("like", "base"):
-                out = work / f"{which}.jsonl"
-                extra = ("--like", str(work / "p.json")) if which == "like" else ()
-                seconds, peak = harness("gen", *common, *extra, "--out", str(out))
-                (like_rates if which == "like" else base_rates).append(args.n / seconds)
-                if which == "like":
-                    like_peaks.append(peak)
-                out.unlink()
-        like, base = statistics.median(like_rates), statistics.median(base_rates)
+        peaks = {}
+        for n in (args.n, 4 * args.n):
+            ratios, peaks[n] = _rounds(work, n, args), None
+            print(
+                f"N={n:,}: gen --like / harness gen, per round: "
+                + ", ".join(f"{r:.2f}" for r in ratios[0])
+                + f"; median {statistics.median(ratios[0]):.2f} (target >= 0.5; "
+                f"{args.workers} workers, wall incl. start; rates {ratios[1]})"
+            )
+            peaks[n] = ratios[2]
         print(
-            f"gen --like {like:,.0f}/s vs harness gen {base:,.0f}/s (medians of {args.rounds} "
-            f"alternating rounds, {args.workers} workers, wall incl. start): "
-            f"ratio {like / base:.2f}"
-            " (target >= 0.5)"
-        )
-        big = ("--n", str(4 * args.n), "--workers", str(args.workers), "--format", "jsonl")
-        base_big, _ = harness("gen", *big, "--out", str(work / "base-big.jsonl"))
-        (work / "base-big.jsonl").unlink()
-        like_big, peak_big = harness(
-            "gen", "--like", str(work / "p.json"), *big, "--out", str(work / "big.jsonl")
-        )
-        print(
-            f"at N={4 * args.n:,}, where start-up weighs less: gen --like "
-            f"{4 * args.n / like_big:,.0f}/s vs harness gen {4 * args.n / base_big:,.0f}/s: "
-            f"ratio {base_big / like_big:.2f} (target >= 0.5)"
-        )
-        print(
-            f"peak RSS (largest process): N={args.n:,} {max(like_peaks) / 2**20:.0f} MB, "
-            f"N={4 * args.n:,} {peak_big / 2**20:.0f} MB (target flat, <= 200 MB)"
+            f"peak RSS (largest process): N={args.n:,} {peaks[args.n] / 2**20:.0f} MB, "
+            f"N={4 * args.n:,} {peaks[4 * args.n] / 2**20:.0f} MB (target flat, <= 200 MB)"
         )
         sizes = [len(line) for line in (work / "big.jsonl").read_bytes().splitlines()]
         sample_sizes = [
@@ -118,6 +99,28 @@ def main() -> None:
             f"schema: {valid:,} of {len(checked):,} generated records validate "
             f"({valid / len(checked):.1%})"
         )
+
+
+def _rounds(work: Path, n: int, args: argparse.Namespace) -> tuple[list[float], str, int]:
+    """Alternating rounds at n: each round's like/base rate ratio, the median rates, and the
+    peak RSS of --like; the last --like output is kept as big.jsonl for the size checks."""
+    common = ("--n", str(n), "--workers", str(args.workers), "--format", "jsonl")
+    rates: dict[str, list[float]] = {"like": [], "base": []}
+    peak = 0
+    for r in range(args.rounds):
+        for which in ("base", "like") if r % 2 == 0 else ("like", "base"):
+            out = work / ("big.jsonl" if which == "like" else "base.jsonl")
+            extra = ("--like", str(work / "p.json")) if which == "like" else ()
+            seconds, used = harness("gen", *common, *extra, "--out", str(out))
+            rates[which].append(n / seconds)
+            if which == "like":
+                peak = max(peak, used)
+    (work / "base.jsonl").unlink()
+    ratios = [a / b for a, b in zip(rates["like"], rates["base"], strict=True)]
+    medians = (
+        f"{statistics.median(rates['like']):,.0f} vs {statistics.median(rates['base']):,.0f}/s"
+    )
+    return ratios, medians, peak
 
 
 if __name__ == "__main__":

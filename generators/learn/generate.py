@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import functools
 import itertools
 import random
@@ -49,6 +50,7 @@ TOTAL_POOL_BYTES = 64 << 20
 _SIZE_PROBE = 64  # values made before a pool's size is judged
 _RULE_KEYS = ("before", "after", "list", "email", "first", "last", "full", "field")
 _MIX = 0x9E3779B97F4A7C15
+_seed = random.Random.__base__.seed  # C's seed: what Random.seed calls for an int, without it
 
 
 class ProfileError(Exception):
@@ -134,11 +136,8 @@ class ProfileBuilder:
         self.profile = check_profile(profile)
         self.seed = seed
         self.locale = locale or profile.get("locale") or "en_US"
-        flt = profile.get("pii_filter") or {}
-        self._salt = bytes.fromhex(flt.get("salt", ""))
-        self._bits = int(flt.get("bits", 0))
-        self._bitmap = base64.b64decode(flt.get("bitmap", "")) if self._bits else b""
-        self._bit_of = learned.pii_hasher(self._salt, self._bits) if self._bits else None
+        # value -> True when its normalized form may be a sample's identifying value
+        self.blocked: Callable[[str], bool] = _pii_check(profile.get("pii_filter") or {})
         self._pools = _Pools(seed, self.locale, self.blocked)
         self._rules: dict[str, list[dict]] = {}
         for rule in profile.get("rules", ()):
@@ -164,6 +163,7 @@ class ProfileBuilder:
         self._poolable: dict[str, Callable[[random.Random], Any]] = {}
         self._pools_made: dict[str, tuple[Any, ...]] = {}  # () where values are made per record
         self._pooled_bytes = 0.0
+        self._record_rng = random.Random()
         self._root = self._compile(profile["root"], "")
         for path in list(self._poolable):  # now, before the writers fork their workers
             self._pool(path)
@@ -187,13 +187,6 @@ class ProfileBuilder:
         if tight <= loose:
             return 0.0
         return round(min(1.0, max(0.0, (want**2 - loose) / (tight - loose)) ** 0.5), 3)
-
-    def blocked(self, value: str) -> bool:
-        """True when value's normalized form may be a sample's identifying value."""
-        if not self._bits:
-            return False
-        bit = self._bit_of(value)
-        return bool(self._bitmap[bit >> 3] >> (bit & 7) & 1)
 
     # -- compiling a node into a closure: rng -> value --------------------------------------
     def _compile(self, node: dict, path: str) -> Callable[[random.Random], Any]:
@@ -479,12 +472,10 @@ class ProfileBuilder:
                     if all(isinstance(v, str) for v in items):
                         items.sort(reverse=reverse)
                     return
-                try:  # only lists whose items all have the date (one without: left as made)
-                    keys = [_moment(v[by]) or 0.0 for v in items]
-                except (KeyError, TypeError):
-                    return
-                order = sorted(range(len(items)), key=keys.__getitem__, reverse=reverse)
-                items[:] = [items[i] for i in order]
+                # only lists whose items all have the date: the keys are all found before any
+                # item moves, so a list with one item without it is left as made
+                with contextlib.suppress(KeyError, TypeError):
+                    items.sort(key=lambda v: _moment(v[by]) or 0.0, reverse=reverse)
 
             return sort
         if kind == "email_from_name":
@@ -501,11 +492,13 @@ class ProfileBuilder:
                     first, last = learned._names(out, keys)
                     if first and last:
                         derived = learned._local_part(style, first, last)
-                        for suffix in ("", *(str(1 + int(rng.random() * 99)) for _ in range(4))):
-                            candidate = f"{derived}{suffix}@{domain}"
-                            if not self.blocked(candidate):  # else a digit, as people do
+                        candidate = f"{derived}@{domain}"
+                        for _ in range(5):
+                            if not self.blocked(candidate):
                                 _put(out, email, candidate)
                                 return
+                            # else a number after the name, as people do
+                            candidate = f"{derived}{1 + int(rng.random() * 99)}@{domain}"
                 for _ in range(16):  # the address stays: drawn unchecked, it is checked here
                     if not self.blocked(address):
                         break
@@ -627,12 +620,19 @@ class ProfileBuilder:
 
     # -- records ----------------------------------------------------------------------------
     def rng(self, i: int) -> random.Random:
-        return random.Random(
-            (self.seed * _MIX + i) & (2**128 - 1) if i >= 0 else f"calibrate:{self.seed}:{i}"
-        )
+        """Record i's generator, as build_json seeds it (a calibration record's for i < 0)."""
+        return random.Random(self._record_seed(i) if i >= 0 else f"calibrate:{self.seed}:{i}")
+
+    def _record_seed(self, i: int) -> int:
+        return (self.seed * _MIX + i) & (2**128 - 1)
 
     def build_json(self, i: int) -> bytes:
-        rng = self.rng(i)
+        if i >= 0:  # one generator seeded again per record: a new one costs 20% more
+            rng = self._record_rng
+            _seed(rng, self._record_seed(i))
+            rng.gauss_next = None  # as Random.seed does: nothing carries over from record i - 1
+        else:
+            rng = self.rng(i)
         self._record_quantile = rng.random()
         return orjson.dumps(self._root(rng))  # pooled lists and objects are orjson Fragments
 
@@ -649,6 +649,21 @@ class ProfileBuilder:
     def system_prompt(self) -> str:
         """The sample's job (or its own system message), else the default evaluator job."""
         return _job_prompt(self.profile, self.seed, self.locale)
+
+
+def _pii_check(flt: dict) -> Callable[[str], bool]:
+    """A profile's `pii_filter` as one call: value -> whether its bit is set."""
+    bits = int(flt.get("bits", 0))
+    if not bits:
+        return lambda value: False
+    bit_of = learned.pii_hasher(bytes.fromhex(flt.get("salt", "")), bits)
+    bitmap = base64.b64decode(flt.get("bitmap", ""))
+
+    def blocked(value: str) -> bool:
+        bit = bit_of(value)
+        return bool(bitmap[bit >> 3] >> (bit & 7) & 1)
+
+    return blocked
 
 
 def _cumulative(weights: list[float]) -> list[float]:

@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hypothesis
 import jsonschema
 import orjson
 import pytest
+from hypothesis import strategies as st
 
 from generators import read_candidates, write_dataset
 from generators.learn import ProfileBuilder, learn_profile, read_sample, sample_pii
@@ -302,3 +304,20 @@ def test_sample_pii_lists_identifying_values(learned, sample_file):
     _, _, profile = learned
     found = sample_pii(read_sample([sample_file]), profile)
     assert {kind for kind, _ in found} >= {"email", "phone", "first_name", "street_address"}
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(st.text(alphabet=st.characters(max_codepoint=0x17F), max_size=24))
+def test_normalize_and_the_filter_hash_match_their_unicode_definition(value):
+    """The ASCII fast path gives what the regex form gives, so filters learned before it hold."""
+    import hashlib
+    import re
+
+    from generators.learn.profile import normalize, pii_hasher
+
+    reference = re.sub(r"[\W_]+", "", value.casefold())
+    assert normalize(value) == reference
+    keyed = hashlib.blake2b(reference.encode(), key=b"salt", digest_size=8)
+    assert pii_hasher(b"salt", 1 << 20)(value) == int.from_bytes(keyed.digest(), "little") % (
+        1 << 20
+    )
