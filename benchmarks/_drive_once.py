@@ -4,9 +4,10 @@
 
 KIND: `driver` (this tree's ClientDriver in this process), `old-driver` (an older tree's, when
 PYTHONPATH puts it first, fed as its API was: parsed bodies, asyncio's loop), `processes-K` (K
-driver processes under a ShardPool; CPU counts the pool's and its children's), or `aiohttp` (a
-bare loop posting the same bytes, no checkpoint, logs or retries). Prints one JSON line:
-requests, seconds, CPU seconds, peak RSS, and which tree's code ran.
+driver processes under a ShardPool; CPU counts the pool's and its children's), `pair-K` (K plain
+drivers in K processes at once, each on its share, CPU counted after their imports), or
+`aiohttp` (a bare loop posting the same bytes, no checkpoint, logs or retries). Prints one JSON
+line: requests, seconds, CPU seconds, peak RSS, and which tree's code ran.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def main() -> None:
         seconds, cpu = _aiohttp(url, dataset, n_requests, workers)
     elif kind.startswith("processes-"):
         seconds, cpu = _pool(int(kind.split("-")[1]), url, dataset, n_requests, workers, run_dir)
+    elif kind.startswith("pair-"):
+        seconds, cpu = _pair(int(kind.split("-")[1]), url, dataset, n_requests, workers, run_dir)
     else:
         seconds, cpu = _driver(kind, url, dataset, n_requests, workers, run_dir)
     import harness
@@ -71,6 +74,28 @@ def _pool(processes: int, url: str, dataset: str, n: int, workers: int, run_dir:
     return seconds, cpu
 
 
+def _pair(processes: int, url: str, dataset: str, n: int, workers: int, run_dir: str):
+    """K plain drivers in K processes at once, each on its share and its part of the
+    concurrency, in a run directory of its own, clocks started after their imports: K processes
+    with no pool, no progress messages, no shared logs and no start-up, so that `processes-K`
+    against this is what sharding itself costs."""
+    import subprocess
+
+    from harness.driver.payloads import request_end
+
+    end = str(request_end(dataset, n))
+    children = []
+    for index in range(processes):
+        users = max(1, (workers + processes - 1 - index) // processes)
+        command = [sys.executable, __file__, f"share-{index}-{processes}", url, dataset, str(n)]
+        command += [str(users), f"{run_dir}-{index}", end]
+        children.append(subprocess.Popen(command, stdout=subprocess.PIPE))
+    results = [orjson.loads(child.communicate()[0].splitlines()[-1]) for child in children]
+    if any(child.returncode for child in children):
+        raise SystemExit(f"pair-{processes}: a driver failed")
+    return max(r["seconds"] for r in results), sum(r["cpu_s"] for r in results)
+
+
 def _driver(kind: str, url: str, dataset: str, n: int, workers: int, run_dir: str):
     from harness.driver.checkpoint import Checkpoint
     from harness.driver.client import ClientDriver, DriverConfig
@@ -80,6 +105,7 @@ def _driver(kind: str, url: str, dataset: str, n: int, workers: int, run_dir: st
     checkpoint = Checkpoint(run_dir)
     config = DriverConfig(url=url, concurrency=workers, health_url=url + "/health/ready")
     driver = ClientDriver(config, directory, checkpoint)
+    share = None
     if kind == "old-driver":  # the API of the driver before issue 15: parsed bodies, asyncio
         import generators
 
@@ -87,15 +113,18 @@ def _driver(kind: str, url: str, dataset: str, n: int, workers: int, run_dir: st
         run = asyncio.run
     else:
         from harness.driver.loop import run
-        from harness.driver.payloads import pending
+        from harness.driver.payloads import Share, pending
 
-        requests = pending(dataset, n)
+        if kind.startswith("share-"):  # one of pair-K's drivers: share-INDEX-K, then its end
+            _, index, count = kind.split("-")
+            share = Share(int(index), int(count), int(sys.argv[7]))
+        requests = pending(dataset, n, share=share)
     started, cpu = time.monotonic(), _cpu()
     stats = run(driver.run(requests))
     seconds, cpu = time.monotonic() - started, _cpu() - cpu
     checkpoint.close()
     directory.close()
-    if stats.ok != n:
+    if share is None and stats.ok != n:
         raise SystemExit(f"{kind}: {stats.ok} of {n} requests succeeded")
     return seconds, cpu
 

@@ -12,7 +12,9 @@ OLD_COMMIT (before issue 15), extracted with `git archive` and put first on PYTH
 1. rate of the driver / rate of the old driver (goal >= 4, concurrency 64)
 2. rate of the driver / rate of a bare aiohttp loop posting the same bytes (goal >= 0.8)
 3. CPU per request with --processes 2 / with the driver in one process (goal <= 1.10; the
-   server shares the cores, so rates say little: CPU counts every driver process and the pool)
+   server shares the cores, so rates say little: CPU counts every driver process and the pool),
+   split into sharding itself (against two plain drivers at once, each on its share) and two
+   clients sharing the cores (two plain drivers against one)
 4. `harness scale --n 170k --oom-at 30%,70%` end to end (goal < 60 s on 2 cores), and the same
    at --baseline-n against the old tree's `harness scale`
 5. driver RSS growth from 10K to 170K in those scale runs (goal < 50 MB)
@@ -92,7 +94,7 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
     """Figures 1-3: client passes in alternating rounds against one embedded server."""
     run_dir = RunDir(bench / "server")
     rates: dict[str, list[float]] = {"driver": [], "old-driver": [], "aiohttp": []}
-    cpu: dict[str, list[float]] = {"driver": [], "processes-2": []}
+    cpu: dict[str, list[float]] = {"driver": [], "processes-2": [], "pair-2": []}
     with EmbeddedServer(run_dir, server_args=["--oom", "kill", "--speed", "max"]) as server:
         kinds = ["old-driver", "driver", "aiohttp"] if args.only is None else []
         for round_ in range(args.rounds):
@@ -102,7 +104,7 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
                 rates[kind].append(result["n"] / result["seconds"])
                 if kind == "driver" and round_ == 0:
                     print(f"  (code: new {result['code']})")
-            kinds_cpu = ["driver", "processes-2"]
+            kinds_cpu = ["driver", "processes-2", "pair-2"]
             for kind in kinds_cpu if round_ % 2 == 0 else kinds_cpu[::-1]:
                 result = _pass(kind, server.url, dataset, args.cpu_n, args, bench, None)
                 cpu[kind].append(result["cpu_s"] / result["n"])
@@ -115,7 +117,8 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
                     else ""
                 )
                 + f"CPU per request: 1 process {cpu['driver'][-1] * 1e6:.0f} us, 2 processes "
-                f"{cpu['processes-2'][-1] * 1e6:.0f} us"
+                f"{cpu['processes-2'][-1] * 1e6:.0f} us, 2 plain drivers at once "
+                f"{cpu['pair-2'][-1] * 1e6:.0f} us"
             )
     run_dir.close()
     failures = []
@@ -128,6 +131,18 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
             _ratios(cpu["processes-2"], cpu["driver"]),
         ),
     ]
+    if cpu["pair-2"]:  # where the 2 processes' extra CPU goes
+        splits = {
+            "sharding itself (2 processes / 2 plain drivers)": _ratios(
+                cpu["processes-2"], cpu["pair-2"]
+            ),
+            "2 clients sharing the cores with the server (2 plain / 1)": _ratios(
+                cpu["pair-2"], cpu["driver"]
+            ),
+        }
+        for label, split in splits.items():
+            rounds = ", ".join(f"{r:.2f}" for r in split)
+            print(f"  of which {label}: {statistics.median(split):.2f} (per round {rounds})")
     for key, label, ratios in figures:
         if not ratios:
             continue
@@ -170,7 +185,8 @@ def _pass(
     )
     if done.returncode != 0:
         raise SystemExit(f"{kind} pass failed:\n{done.stderr[-3000:]}")
-    shutil.rmtree(run_dir, ignore_errors=True)  # a pass's results are not kept: GBs at 170K
+    for kept in (run_dir, *run_dir.parent.glob(f"{run_dir.name}-*")):  # pair-K's: run_dir-I
+        shutil.rmtree(kept, ignore_errors=True)  # a pass's results are not kept: GBs at 170K
     result = orjson.loads(done.stdout.strip().splitlines()[-1])
     expected = str(old_tree) if old_tree is not None else str(ROOT)
     if result["code"] != expected:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -280,7 +281,8 @@ class _Reporter:
     def __init__(self) -> None:
         self.done = 0
         self.interval = REPORT_INTERVAL_S
-        self._ok_t: list[float] = []  # the earliest and latest success of the step
+        self._ok_first = math.inf  # the earliest and latest success of the step
+        self._ok_last = -math.inf
         self._fail_t: list[float] = []
         self._failing = False  # a failure was seen since the last success
         self._scheduled: asyncio.TimerHandle | None = None
@@ -292,21 +294,23 @@ class _Reporter:
 
     def result(self, custom_id: str, ok: bool) -> None:
         self.done += 1
-        self._schedule()
+        if self._scheduled is None:
+            self._schedule()
 
     def attempt(self, ok: bool, t: float) -> None:
-        if not ok:
-            self._fail_t.append(t)
-            self._failing = True
-        elif not self._ok_t:
-            self._ok_t = [t, t]
-        else:
-            self._ok_t[0] = min(self._ok_t[0], t)
-            self._ok_t[1] = max(self._ok_t[1], t)
-        if ok and self._failing:  # the target serves again: the parent hears it now
-            self._failing = False
-            self.flush()
+        # called for every attempt: comparisons, no calls (a success's result, written within
+        # the journal's interval, schedules the report that carries it)
+        if ok:
+            if t < self._ok_first:
+                self._ok_first = t
+            if t > self._ok_last:
+                self._ok_last = t
+            if self._failing:  # the target serves again: the parent hears it now
+                self._failing = False
+                self.flush()
             return
+        self._fail_t.append(t)
+        self._failing = True
         self._schedule()
 
     def _schedule(self) -> None:
@@ -317,9 +321,9 @@ class _Reporter:
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
-        message = {"done": self.done, "ok_t": self._ok_t or None, "fail_t": self._fail_t or None}
-        self._ok_t, self._fail_t = [], []
-        self.send(message)
+        ok_t = [self._ok_first, self._ok_last] if self._ok_last >= self._ok_first else None
+        self.send({"done": self.done, "ok_t": ok_t, "fail_t": self._fail_t or None})
+        self._ok_first, self._ok_last, self._fail_t = math.inf, -math.inf, []
 
     @staticmethod
     def send(message: dict[str, Any]) -> None:
@@ -442,4 +446,9 @@ async def _windows(driver: Any, window_s: float) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(_child())
+    code = _child()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # as multiprocessing's children end: the run's files are closed, and tearing the
+    # interpreter down would only free memory (10-30 ms of CPU a process)
+    os._exit(code)
