@@ -50,6 +50,7 @@ TOTAL_POOL_BYTES = 64 << 20
 _SIZE_PROBE = 64  # values made before a pool's size is judged
 _RULE_KEYS = ("before", "after", "list", "email", "first", "last", "full", "field")
 _MIX = 0x9E3779B97F4A7C15
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # the integers orjson writes (and most JSON readers)
 _seed = random.Random.__base__.seed  # C's seed: what Random.seed calls for an int, without it
 
 
@@ -231,7 +232,10 @@ class ProfileBuilder:
             return lambda rng: values[_choose(cumulative, rng)]
         sampler = Sampler(spec)
         if integer:
-            return lambda rng: round(sampler.draw(rng))
+            if sampler.low >= _INT_MIN and sampler.high <= _INT_MAX:
+                return lambda rng: round(sampler.draw(rng))
+            # a range past 64 bits (a float such as 1e300 among integers): what JSON can hold
+            return lambda rng: min(max(round(sampler.draw(rng)), _INT_MIN), _INT_MAX)
         decimals = spec.get("decimals", 2)
         return lambda rng: round(sampler.draw(rng), decimals)
 

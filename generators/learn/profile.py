@@ -157,7 +157,7 @@ class _Node:
         self.arrays: list[int] = []
         self.unique = True  # every list held distinct items
         self.strings: list[tuple[str, int]] = []  # (value, record index)
-        self.numbers: list[float] = []
+        self.numbers: list[int | float] = []
         self.bools: list[bool] = []
 
     def item(self) -> _Node:
@@ -179,7 +179,7 @@ def _walk(node: _Node, value: Any, record: int) -> None:
         node.bools.append(value)
     elif isinstance(value, (int, float)):
         node.types["integer" if isinstance(value, int) else "number"] += 1
-        node.numbers.append(float(value))
+        node.numbers.append(value)  # an integer kept exact: 2**64 - 1 is no float
     elif isinstance(value, str):
         node.types["string"] += 1
         node.strings.append((value, record))
@@ -442,12 +442,7 @@ def _rules(learner: _Learner, root: _Node) -> list[dict]:
                     items = o.get(key)
                     if not isinstance(items, list):
                         continue
-                    ms = [
-                        parse_moment(it if field is None else it.get(field, ""))
-                        for it in items
-                        if isinstance(it if field is None else it.get(field), str)
-                    ]
-                    ms = [m for m in ms if m is not None]
+                    ms = [m for it in items if (m := _item_moment(it, field)) is not None]
                     if len(ms) < 2:
                         continue
                     asc = all(a <= b for a, b in itertools.pairwise(ms))
@@ -483,6 +478,13 @@ _LOCAL_PARTS: dict[str, Callable[[str, str], str]] = {
     "first": lambda first, last: first,
 }
 _EMAIL_STYLES = tuple(_LOCAL_PARTS)  # tried in this order: "first" alone last
+
+
+def _item_moment(item: Any, field: str | None) -> float | None:
+    """A list item's date (the item, or its `field`): None when it has none (items may be of
+    any type, mixed)."""
+    value = item if field is None else item.get(field) if isinstance(item, dict) else None
+    return parse_moment(value) if isinstance(value, str) else None
 
 
 def _local_part(style: str, first: str, last: str) -> str:
