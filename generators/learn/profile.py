@@ -28,6 +28,9 @@ from generators.learn.sample import Sample, SampleError
 PROFILE_VERSION = 1
 DEFAULT_K = 5
 MAX_CATEGORIES = 500
+# Lists and objects in lists and objects: a profile nests two levels a level, and orjson writes
+# at most 255 (real records rarely pass 10)
+MAX_DEPTH = 64
 TEXT_VALUES = 500  # free-text values per field the vocabulary is learned from
 KIND_VALUES = 500  # values per field its kind is detected from
 _ORDER_MIN = 3  # instances a cross-field rule needs before it is believed (and at least k)
@@ -138,6 +141,7 @@ class _Node:
     __slots__ = (
         "arrays",
         "bools",
+        "depth",
         "fields",
         "nulls",
         "numbers",
@@ -148,7 +152,8 @@ class _Node:
         "unique",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, depth: int = 0) -> None:
+        self.depth = depth  # lists and objects above it
         self.types: Counter[str] = Counter()
         self.present = 0  # times the key was present in a parent object
         self.nulls = 0
@@ -166,8 +171,14 @@ class _Node:
     def child(self, key: str) -> _Node:
         node = self.fields.get(key)
         if node is None:
-            node = self.fields[key] = _Node()
+            if self.depth >= MAX_DEPTH:
+                raise _TooDeep
+            node = self.fields[key] = _Node(self.depth + 1)
         return node
+
+
+class _TooDeep(Exception):
+    """A record nests lists and objects deeper than MAX_DEPTH."""
 
 
 def _walk(node: _Node, value: Any, record: int) -> None:
@@ -673,7 +684,13 @@ def learn_profile(sample: Sample, k: int = DEFAULT_K) -> dict:
         )
     root = _Node()
     for index, record in enumerate(records):
-        _walk(root, record, index)
+        try:
+            _walk(root, record, index)
+        except _TooDeep:
+            raise SampleError(
+                f"record {index} nests lists and objects more than {MAX_DEPTH} deep: "
+                "point --records at the records, or flatten the sample"
+            ) from None
     learner = _Learner(sample, k)
     tree = learner.node(root, "", "", None)
     sizes = [len(orjson.dumps(r)) for r in records]

@@ -280,6 +280,8 @@ def test_openai_batch_takes_the_job_from_the_sample(tmp_path):
         (b"", "is empty"),
         (b'[{"a": 1}, [1, 2], {"a": 2}]', "records of mixed types"),
         (b'[{"a": 1}, {"a": 2}]', "fewer than k=5"),
+        (b"[" + b",".join([b'{"a": ' * 300 + b"1" + b"}" * 300] * 5) + b"]", "more than 64 deep"),
+        (b"[" + b",".join([b'{"a": ' + b"[" * 900 + b"]" * 900 + b"}"] * 5) + b"]", "64 deep"),
     ],
 )
 def test_bad_samples_get_one_line_errors(tmp_path, content, message):
