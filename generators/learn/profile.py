@@ -23,14 +23,11 @@ from typing import Any
 import orjson
 
 from generators.learn import dist, kinds
-from generators.learn.sample import Sample, SampleError
+from generators.learn.sample import MAX_DEPTH, Sample, SampleError
 
 PROFILE_VERSION = 1
 DEFAULT_K = 5
 MAX_CATEGORIES = 500
-# Lists and objects in lists and objects: a profile nests two levels a level, and orjson writes
-# at most 255 (real records rarely pass 10)
-MAX_DEPTH = 64
 TEXT_VALUES = 500  # free-text values per field the vocabulary is learned from
 KIND_VALUES = 500  # values per field its kind is detected from
 _ORDER_MIN = 3  # instances a cross-field rule needs before it is believed (and at least k)

@@ -17,6 +17,9 @@ import orjson
 
 MAX_RECORDS = 200_000  # a sample beyond this is cut here: learning needs far fewer
 MAX_DOCUMENT_BYTES = 1 << 30
+# Lists and objects in lists and objects, at most: a profile nests two levels for each, JSON
+# writers stop at a few hundred (orjson at 255), and real records rarely pass 10
+MAX_DEPTH = 64
 
 
 class SampleError(Exception):
@@ -173,3 +176,18 @@ def _json_type(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number"
     )
+
+
+def nests_deeper(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when value nests lists and objects more than `limit` deep (walked without
+    recursion: the value may be anything a client sent)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        if children and depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False

@@ -18,6 +18,7 @@ import orjson
 from faker import Faker
 
 from generators.learn import kinds
+from generators.learn.sample import nests_deeper
 
 # Keys of the API envelopes themselves: never personal, and needed as they are for a replay.
 _PROTOCOL_KEYS = frozenset(
@@ -165,8 +166,9 @@ class Pseudonymizer:
                 parsed = orjson.loads(stripped)
             except orjson.JSONDecodeError:
                 parsed = None
-            if isinstance(parsed, (dict, list)):
+            if isinstance(parsed, (dict, list)) and not nests_deeper(parsed):
                 return orjson.dumps(self.json(parsed)).decode()
+            # deeper than a record: replaced as text, below
         text = kinds.EMAIL.sub(lambda m: self.value("email", m.group(0)), text)
         text = kinds.URL.sub(lambda m: self.value("url", m.group(0)), text)
         text = kinds.UUID.sub(lambda m: self.value("uuid", m.group(0)), text)

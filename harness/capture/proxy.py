@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from generators.learn.sample import MAX_DEPTH, nests_deeper
 from harness.capture.anonymize import Pseudonymizer
 
 MAX_BODY_BYTES = 512 << 20  # a request body the proxy buffers (a Batch input file at most)
@@ -233,6 +234,7 @@ class CaptureProxy:
                 except orjson.JSONDecodeError:
                     continue
                 if isinstance(request, dict) and isinstance(request.get("body"), dict):
+                    _check_depth(request)
                     lines.append(request)
         return lines
 
@@ -253,7 +255,10 @@ class CaptureProxy:
         )
         pending: list[dict] = []
         if request.method == "POST":
-            pending = self._pending(path, body, upstream_request.headers)
+            try:
+                pending = self._pending(path, body, upstream_request.headers)
+            except _Unrecordable as exc:  # refused, not passed on unrecorded
+                return JSONResponse(_error(str(exc), 400), 400)
         try:
             upstream = await self.client.send(upstream_request, stream=True)
         except httpx.HTTPError as exc:
@@ -280,6 +285,7 @@ class CaptureProxy:
             if api is not None:
                 parsed = orjson.loads(body)
                 if isinstance(parsed, dict):
+                    _check_depth(parsed)
                     original = self._clean(parsed) if api == "ollama" else None
                     return [self._line(api, path, "", parsed, original)]
             elif path == "/v1/files":
@@ -325,6 +331,18 @@ class CaptureProxy:
                     upstream.status_code, data, upstream.headers.get("content-type", "")
                 )
                 await self._record(pending, summary)
+
+
+class _Unrecordable(Exception):
+    """A request the capture cannot record (so it is refused, with this message)."""
+
+
+def _check_depth(body: Any) -> None:
+    if nests_deeper(body):
+        raise _Unrecordable(
+            f"request body nests lists and objects more than {MAX_DEPTH} deep: "
+            "the capture cannot anonymize or record it"
+        )
 
 
 def _error(message: str, status: int) -> dict:

@@ -162,6 +162,34 @@ def test_raw_keeps_real_data_and_says_so(server, tmp_path):
     assert "Whitfield" in out.read_text()
 
 
+def test_a_body_too_deep_to_anonymize_is_refused_and_the_proxy_stays_up(server, tmp_path):
+    """A body nesting more than 64 deep is refused with an OpenAI-style 400 (it was a 500 from a
+    RecursionError); a prompt holding such JSON is anonymized as text; the next request passes."""
+    out = tmp_path / "deep.jsonl"
+    proxy = Proxy(server.url, out)
+    deep = b"[" * 100 + b"]" * 100
+    prompt = json.dumps({"mail": "margaret.whitfield@acme-corp.com", "x": json.loads(deep)})
+    try:
+        refused = httpx.post(
+            proxy.url + "/v1/chat/completions",
+            content=b'{"model": "%s", "messages": [], "x": %s}' % (MODEL.encode(), deep),
+            headers={"content-type": "application/json"},
+            timeout=30,
+        )
+        passed = httpx.post(
+            proxy.url + "/v1/chat/completions",
+            json={"model": MODEL, "messages": [{"role": "user", "content": prompt}]},
+            timeout=30,
+        )
+    finally:
+        proxy.stop()
+    assert refused.status_code == 400
+    assert "more than 64 deep" in refused.json()["error"]["message"]
+    assert passed.status_code == 200
+    [line] = out.read_bytes().splitlines()
+    assert b"acme-corp" not in line and b"whitfield" not in line.lower()
+
+
 def test_unreachable_upstream_and_non_loopback_are_one_line_errors(tmp_path):
     port = free_port()
     for args, message in (
