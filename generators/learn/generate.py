@@ -51,7 +51,7 @@ _SIZE_PROBE = 64  # values made before a pool's size is judged
 _RULE_KEYS = ("before", "after", "list", "email", "first", "last", "full", "field")
 _MIX = 0x9E3779B97F4A7C15
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # the integers orjson writes (and most JSON readers)
-_seed = random.Random.__base__.seed  # C's seed: what Random.seed calls for an int, without it
+_seed = random.Random.__base__.seed  # the C seed Random.seed calls for an int, called directly
 
 
 class ProfileError(Exception):

@@ -77,9 +77,14 @@ _ASCII_NOT_ALNUM = bytes(c for c in range(128) if not chr(c).isalnum())
 
 def normalize(value: str) -> str:
     """The form near-duplicates share: case, spaces and punctuation dropped."""
+    return _normalized(value).decode()
+
+
+def _normalized(value: str) -> bytes:
+    """normalize(value) in UTF-8, which the PII filter hashes."""
     if value.isascii():  # most values: the same result without the regex
-        return value.lower().encode().translate(None, _ASCII_NOT_ALNUM).decode()
-    return _NOT_ALNUM.sub("", value.casefold())
+        return value.lower().encode().translate(None, _ASCII_NOT_ALNUM)
+    return _NOT_ALNUM.sub("", value.casefold()).encode()
 
 
 def pii_hasher(salt: bytes, bits: int) -> Callable[[str], int]:
@@ -88,10 +93,7 @@ def pii_hasher(salt: bytes, bits: int) -> Callable[[str], int]:
 
     def bit(value: str) -> int:
         digest = keyed.copy()
-        if value.isascii():  # normalize's ASCII path, without decoding and encoding again
-            digest.update(value.lower().encode().translate(None, _ASCII_NOT_ALNUM))
-        else:
-            digest.update(_NOT_ALNUM.sub("", value.casefold()).encode())
+        digest.update(_normalized(value))
         return int.from_bytes(digest.digest(), "little") % bits
 
     return bit
