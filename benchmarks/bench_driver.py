@@ -14,7 +14,9 @@ OLD_COMMIT (before issue 15), extracted with `git archive` and put first on PYTH
 3. CPU per request with --processes 2 / with the driver in one process (goal <= 1.10; the
    server shares the cores, so rates say little: CPU counts every driver process and the pool),
    split into sharding itself (against two plain drivers at once, each on its share) and two
-   clients sharing the cores (two plain drivers against one)
+   clients sharing the cores (two plain drivers against one). Per request is what one more
+   request costs: each round also runs every client with nothing to send, and the CPU of that
+   pass (starting the processes, importing the driver) is taken off and shown as a fixed cost
 4. `harness scale --n 170k --oom-at 30%,70%` end to end (goal < 60 s on 2 cores), and the same
    at --baseline-n against the old tree's `harness scale`
 5. driver RSS growth from 10K to 170K in those scale runs (goal < 50 MB)
@@ -95,6 +97,7 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
     run_dir = RunDir(bench / "server")
     rates: dict[str, list[float]] = {"driver": [], "old-driver": [], "aiohttp": []}
     cpu: dict[str, list[float]] = {"driver": [], "processes-2": [], "pair-2": []}
+    fixed: dict[str, list[float]] = {kind: [] for kind in cpu}  # CPU of a pass sending nothing
     with EmbeddedServer(run_dir, server_args=["--oom", "kill", "--speed", "max"]) as server:
         kinds = ["old-driver", "driver", "aiohttp"] if args.only is None else []
         for round_ in range(args.rounds):
@@ -104,10 +107,12 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
                 rates[kind].append(result["n"] / result["seconds"])
                 if kind == "driver" and round_ == 0:
                     print(f"  (code: new {result['code']})")
-            kinds_cpu = ["driver", "processes-2", "pair-2"]
+            kinds_cpu = list(cpu)
             for kind in kinds_cpu if round_ % 2 == 0 else kinds_cpu[::-1]:
+                empty = _pass(kind, server.url, dataset, 0, args, bench, None)
                 result = _pass(kind, server.url, dataset, args.cpu_n, args, bench, None)
-                cpu[kind].append(result["cpu_s"] / result["n"])
+                fixed[kind].append(empty["cpu_s"])
+                cpu[kind].append((result["cpu_s"] - empty["cpu_s"]) / result["n"])
             print(
                 f"round {round_ + 1}: "
                 + (
@@ -121,6 +126,13 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
                 f"{cpu['pair-2'][-1] * 1e6:.0f} us"
             )
     run_dir.close()
+    all_in = _ratios(*(_all_in(cpu, fixed, kind, args.cpu_n) for kind in ("processes-2", "driver")))
+    print(
+        "  fixed CPU of a pass (nothing to send, medians): "
+        + ", ".join(f"{kind} {statistics.median(s):.3f} s" for kind, s in fixed.items())
+        + f"; counted in, 2 processes / 1 at {args.cpu_n:,} requests: "
+        + f"{statistics.median(all_in):.2f}"
+    )
     failures = []
     figures = [
         ("vs_old", "driver rate / old driver rate", _ratios(rates["driver"], rates["old-driver"])),
@@ -192,6 +204,11 @@ def _pass(
     if result["code"] != expected:
         raise SystemExit(f"{kind} ran the code at {result['code']}, not {expected}")
     return result
+
+
+def _all_in(cpu: dict, fixed: dict, kind: str, n: int) -> list[float]:
+    """CPU per request of a kind's passes with their fixed cost counted in."""
+    return [per + start / n for per, start in zip(cpu[kind], fixed[kind], strict=True)]
 
 
 def _ratios(a: list[float], b: list[float]) -> list[float]:
