@@ -7,7 +7,8 @@ PYTHONPATH puts it first, fed as its API was: parsed bodies, asyncio's loop), `p
 driver processes under a ShardPool; CPU counts the pool's and its children's), `pair-K` (K plain
 drivers in K processes at once, each on its share, CPU counted after their imports), or
 `aiohttp` (a bare loop posting the same bytes, no checkpoint, logs or retries). Prints one JSON
-line: requests, seconds, CPU seconds, peak RSS, and which tree's code ran.
+line: requests, seconds, CPU seconds, peak RSS, and which tree's code ran. With
+HARNESS_BENCH_CPU set, it (and every process it starts) runs on that CPU alone.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import orjson
 
 def main() -> None:
     kind, url, dataset, n, concurrency, run_dir = sys.argv[1:7]
+    if os.environ.get("HARNESS_BENCH_CPU"):
+        os.sched_setaffinity(0, {int(os.environ["HARNESS_BENCH_CPU"])})
     n_requests, workers = int(n), int(concurrency)
     if kind == "aiohttp":
         seconds, cpu = _aiohttp(url, dataset, n_requests, workers)

@@ -14,9 +14,13 @@ OLD_COMMIT (before issue 15), extracted with `git archive` and put first on PYTH
 3. CPU per request with --processes 2 / with the driver in one process (goal <= 1.10; the
    server shares the cores, so rates say little: CPU counts every driver process and the pool),
    split into sharding itself (against two plain drivers at once, each on its share) and two
-   clients sharing the cores (two plain drivers against one). Per request is what one more
+   clients sharing the cores (two plain drivers against one), with two controls: the server's
+   CPU per request with two plain drivers and with one, and one driver at half the concurrency
+   (each of the two processes' part) against one at all of it. Per request is what one more
    request costs: each round also runs every client with nothing to send, and the CPU of that
-   pass (starting the processes, importing the driver) is taken off and shown as a fixed cost
+   pass (starting the processes, importing the driver) is taken off and shown as a fixed cost.
+   --pin puts the server on the first CPU and every client on the last, so that two driver
+   processes share one core as they must on 2 cores, whatever the scheduler would do
 4. `harness scale --n 170k --oom-at 30%,70%` end to end (goal < 60 s on 2 cores), and the same
    at --baseline-n against the old tree's `harness scale`
 5. driver RSS growth from 10K to 170K in those scale runs (goal < 50 MB)
@@ -32,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -44,6 +49,7 @@ OLD_COMMIT = "4cb5d15"
 ROOT = Path(__file__).resolve().parents[1]
 ONCE = str(ROOT / "benchmarks" / "_drive_once.py")
 MB = 1e6
+PIN_ENV = "HARNESS_BENCH_CPU"  # _drive_once.py runs on this CPU (and so do its children)
 GOALS = {"vs_old": 4.0, "vs_aiohttp": 0.8, "cpu_2_processes": 1.10, "e2e_s": 60.0, "rss_mb": 50.0}
 
 
@@ -59,6 +65,9 @@ def main() -> int:
     parser.add_argument("--root", default="runs", help="runs root (datasets cached beneath)")
     parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds")
     parser.add_argument("--only", choices=("cpu",), help="figure 3 alone")
+    parser.add_argument(
+        "--pin", action="store_true", help="server on the first CPU, the clients on the last"
+    )
     args = parser.parse_args()
     if args.quick:
         args.n, args.cpu_n, args.rounds = 5_000, 10_000, 2
@@ -96,9 +105,13 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
     """Figures 1-3: client passes in alternating rounds against one embedded server."""
     run_dir = RunDir(bench / "server")
     rates: dict[str, list[float]] = {"driver": [], "old-driver": [], "aiohttp": []}
-    cpu: dict[str, list[float]] = {"driver": [], "processes-2": [], "pair-2": []}
+    cpu: dict[str, list[float]] = {"driver": [], "processes-2": [], "pair-2": [], "half": []}
     fixed: dict[str, list[float]] = {kind: [] for kind in cpu}  # CPU of a pass sending nothing
+    server_cpu: dict[str, list[float]] = {kind: [] for kind in cpu}  # per request
     with EmbeddedServer(run_dir, server_args=["--oom", "kill", "--speed", "max"]) as server:
+        if args.pin:
+            _pin(server.supervisor.pid, args)
+        serving = _cpu_reader(server.supervisor.pid)
         kinds = ["old-driver", "driver", "aiohttp"] if args.only is None else []
         for round_ in range(args.rounds):
             for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
@@ -109,8 +122,13 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
                     print(f"  (code: new {result['code']})")
             kinds_cpu = list(cpu)
             for kind in kinds_cpu if round_ % 2 == 0 else kinds_cpu[::-1]:
-                empty = _pass(kind, server.url, dataset, 0, args, bench, None)
-                result = _pass(kind, server.url, dataset, args.cpu_n, args, bench, None)
+                # half: one plain driver at the concurrency each of the 2 processes gets
+                client = "driver" if kind == "half" else kind
+                users = args.concurrency // 2 if kind == "half" else args.concurrency
+                empty = _pass(client, server.url, dataset, 0, args, bench, None, users)
+                served = serving()
+                result = _pass(client, server.url, dataset, args.cpu_n, args, bench, None, users)
+                server_cpu[kind].append((serving() - served) / result["n"])
                 fixed[kind].append(empty["cpu_s"])
                 cpu[kind].append((result["cpu_s"] - empty["cpu_s"]) / result["n"])
             print(
@@ -123,7 +141,9 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
                 )
                 + f"CPU per request: 1 process {cpu['driver'][-1] * 1e6:.0f} us, 2 processes "
                 f"{cpu['processes-2'][-1] * 1e6:.0f} us, 2 plain drivers at once "
-                f"{cpu['pair-2'][-1] * 1e6:.0f} us"
+                f"{cpu['pair-2'][-1] * 1e6:.0f} us, 1 process at half the concurrency "
+                f"{cpu['half'][-1] * 1e6:.0f} us; the server "
+                f"{server_cpu['driver'][-1] * 1e6:.0f} us"
             )
     run_dir.close()
     all_in = _ratios(*(_all_in(cpu, fixed, kind, args.cpu_n) for kind in ("processes-2", "driver")))
@@ -152,9 +172,16 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
                 cpu["pair-2"], cpu["driver"]
             ),
         }
-        for label, split in splits.items():
-            rounds = ", ".join(f"{r:.2f}" for r in split)
-            print(f"  of which {label}: {statistics.median(split):.2f} (per round {rounds})")
+        controls = {
+            "the server's CPU per request (2 plain / 1)": _ratios(
+                server_cpu["pair-2"], server_cpu["driver"]
+            ),
+            "1 process at half the concurrency / at all of it": _ratios(cpu["half"], cpu["driver"]),
+        }
+        for heading, parts in (("of which", splits), ("control:", controls)):
+            for label, split in parts.items():
+                rounds = ", ".join(f"{r:.2f}" for r in split)
+                print(f"  {heading} {label}: {statistics.median(split):.2f} (per round {rounds})")
     for key, label, ratios in figures:
         if not ratios:
             continue
@@ -178,6 +205,36 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
     return failures
 
 
+def _pin(server_pid: int | None, args: argparse.Namespace) -> None:
+    """--pin: the server's processes on the first CPU this benchmark may use, the clients (and
+    the driver processes they start) on the last."""
+    import psutil
+
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2 or server_pid is None:
+        raise SystemExit("--pin needs 2 CPUs or more and a running server")
+    server = psutil.Process(server_pid)
+    for process in (server, *server.children(recursive=True)):
+        process.cpu_affinity(usable[:1])
+    args.client_cpu = usable[-1]
+    print(f"# pinned: server on CPU {usable[0]}, clients on CPU {usable[-1]}")
+
+
+def _cpu_reader(pid: int | None) -> Callable[[], float]:
+    """CPU seconds of the server's processes so far (the figures' control)."""
+    import psutil
+
+    if pid is None:
+        raise SystemExit("the embedded server has no process")
+    server = psutil.Process(pid)
+    processes = [server, *server.children(recursive=True)]
+
+    def read() -> float:
+        return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+    return read
+
+
 def _pass(
     kind: str,
     url: str,
@@ -186,12 +243,16 @@ def _pass(
     args: argparse.Namespace,
     bench: Path,
     old_tree: Path | None,
+    concurrency: int | None = None,
 ) -> dict:
     run_dir = bench / "passes" / f"{kind}-{time.monotonic_ns()}"
     env = dict(os.environ)
     if old_tree is not None:
         env["PYTHONPATH"] = str(old_tree)
-    command = [sys.executable, ONCE, kind, url, str(dataset), str(n), str(args.concurrency)]
+    if getattr(args, "client_cpu", None) is not None:
+        env[PIN_ENV] = str(args.client_cpu)
+    users = concurrency or args.concurrency
+    command = [sys.executable, ONCE, kind, url, str(dataset), str(n), str(users)]
     done = subprocess.run(
         [*command, str(run_dir)], capture_output=True, text=True, env=env, check=False
     )
