@@ -40,10 +40,12 @@ def system_prompt(job: dict[str, Any]) -> str:
     requirements = "\n".join(f"- {r}" for r in job["requirements"])
     nice = "\n".join(f"- {r}" for r in job["nice_to_have"])
     location = job["location"]
+    where = ", ".join(  # remote_policy is optional in the schema
+        location[key] for key in ("city", "country", "remote_policy") if key in location
+    )
     return (
         f"{EVALUATOR_INSTRUCTIONS}\n\n"
-        f"JOB: {job['title']} at {job['company']} ({location['city']}, {location['country']}, "
-        f"{location['remote_policy']})\n\n{job['description']}\n\n"
+        f"JOB: {job['title']} at {job['company']} ({where})\n\n{job['description']}\n\n"
         f"REQUIREMENTS:\n{requirements}\n\nNICE TO HAVE:\n{nice}\n\n"
         f"EVALUATION CRITERIA:\n{criteria}"
     )

@@ -23,6 +23,7 @@ import orjson
 
 from generators.jobs import job as default_job
 from generators.prompts import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, chat_messages
+from generators.schema import validator
 from generators.writers import sidecar_path
 
 FORMATS_READ = ("json", "json-array", "jsonl", "openai-batch")
@@ -277,6 +278,29 @@ def iter_records(path: str | os.PathLike[str]) -> Iterator[Any]:
                 raise DatasetError(f"{path}:{number}: invalid JSON: {exc}") from None
 
 
+def _header_part(path: str | os.PathLike[str], header: dict[str, Any], key: str) -> Any:
+    """The header's job or model, as the schema defines it (prompts are built from it)."""
+    value = header.get(key)
+    if value:
+        error = next(iter(validator(key).iter_errors(value)), None)
+        if error is not None:
+            where = "/".join(str(part) for part in error.absolute_path) or "itself"
+            raise DatasetError(
+                f"{path}: the batch header's {key} does not match the schema ({where}: "
+                f"{error.message[:200]})"
+            )
+    return value
+
+
+def _is_request(record: Any) -> bool:
+    """An OpenAI Batch request: a string custom_id and an object body (what is sent)."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("custom_id"), str)
+        and isinstance(record.get("body"), dict)
+    )
+
+
 def _holds_requests(path: str | os.PathLike[str]) -> bool:
     """Whether a top-level array holds OpenAI Batch requests (else candidates)."""
     first = next(_items(path, "item"), None)
@@ -295,10 +319,12 @@ def iter_requests(
     fmt = detect_format(path)
     if fmt == "openai-batch" or (fmt == "json-array" and _holds_requests(path)):
         for number, request in enumerate(iter_records(path), 1):
-            try:
-                custom_id, body = request["custom_id"], request["body"]
-            except (KeyError, TypeError):
-                raise DatasetError(f"{path}:{number}: not an OpenAI Batch request line") from None
+            if not _is_request(request):
+                raise DatasetError(
+                    f"{path}: request {number} is not an OpenAI Batch request (a string "
+                    "custom_id and an object body)"
+                )
+            custom_id, body = request["custom_id"], request["body"]
             if model is not None:
                 body["model"] = model
             if max_tokens is not None:
@@ -306,8 +332,8 @@ def iter_requests(
             yield custom_id, body
         return
     header = read_header(path)
-    job = header.get("job") or default_job()
-    settings = header.get("model") or {}
+    job = _header_part(path, header, "job") or default_job()
+    settings = _header_part(path, header, "model") or {}
     body_model = model or settings.get("name") or DEFAULT_MODEL
     body_max_tokens = max_tokens or settings.get("max_tokens") or DEFAULT_MAX_TOKENS
     for index, candidate in enumerate(iter_candidates(path)):

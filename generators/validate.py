@@ -145,13 +145,19 @@ def _note_keys(record: Any, ids: array, emails: array) -> None:
     if not isinstance(record, dict):
         return
     if "custom_id" in record:
-        ids.append(hash(record["custom_id"]))
+        ids.append(_key_hash(record["custom_id"]))
         return
-    ids.append(hash(record.get("id")))
+    ids.append(_key_hash(record.get("id")))
     contact = record.get("contact")
     email = contact.get("email") if isinstance(contact, dict) else None
     if email is not None:
-        emails.append(hash(email))
+        emails.append(_key_hash(email))
+
+
+def _key_hash(value: Any) -> int:
+    """An id's or email's hash, whatever JSON it is (a schema error, reported apart, may make
+    it a list or an object)."""
+    return hash(value if isinstance(value, str) else orjson.dumps(value))
 
 
 def _duplicates(hashes: array) -> int:

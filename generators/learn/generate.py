@@ -484,6 +484,12 @@ class ProfileBuilder:
             return sort
         if kind == "email_from_name":
             share, style, email = rule["share"], rule["style"], rule["email"]
+            names = rule.get("names", "plain")  # profiles learned before it: plain
+            if style not in learned._LOCAL_PARTS or names not in learned._NAME_FORMS:
+                raise ProfileError(
+                    f"rule email_from_name at {rule.get('object')!r}: style {style!r} or names "
+                    f"{names!r} is none that `harness learn` writes"
+                )
             keys = {"first_name": rule.get("first"), "last_name": rule.get("last")}
             keys["person_name"] = rule.get("full")
 
@@ -495,7 +501,7 @@ class ProfileBuilder:
                 if rng.random() < share:
                     first, last = learned._names(out, keys)
                     if first and last:
-                        derived = learned._local_part(style, first, last)
+                        derived = learned._local_part(style, first, last, names)
                         candidate = f"{derived}@{domain}"
                         for _ in range(5):
                             if not self.blocked(candidate):

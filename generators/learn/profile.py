@@ -488,6 +488,12 @@ _LOCAL_PARTS: dict[str, Callable[[str, str], str]] = {
     "first": lambda first, last: first,
 }
 _EMAIL_STYLES = tuple(_LOCAL_PARTS)  # tried in this order: "first" alone last
+# How a name is written into an address: "plain" drops case, spaces and punctuation (Hans-Gerhard
+# -> hansgerhard), "lower" keeps the punctuation (hans-gerhard); names without any read alike.
+_NAME_FORMS: dict[str, Callable[[str], str]] = {
+    "plain": normalize,
+    "lower": lambda name: name.lower().replace(" ", ""),
+}
 
 
 def _item_moment(item: Any, field: str | None) -> float | None:
@@ -497,8 +503,9 @@ def _item_moment(item: Any, field: str | None) -> float | None:
     return parse_moment(value) if isinstance(value, str) else None
 
 
-def _local_part(style: str, first: str, last: str) -> str:
-    return _LOCAL_PARTS[style](normalize(first), normalize(last))
+def _local_part(style: str, first: str, last: str, names: str = "plain") -> str:
+    form = _NAME_FORMS[names]
+    return _LOCAL_PARTS[style](form(first), form(last))
 
 
 def _full_name_rules(node: _Node, path: str, kinds_at: dict, need: int) -> list[dict]:
@@ -547,12 +554,14 @@ def _email_rules(node: _Node, path: str, kinds_at: dict, need: int) -> list[dict
         local = address.rsplit("@", 1)[0].lower()
         local = re.sub(r"[._+-]*\d+$", "", local)  # jane.doe.7@, jane.doe42@: a number added
         for style in _EMAIL_STYLES:
-            if local == _local_part(style, first, last):
-                styles[style] += 1
+            forms = [f for f in _NAME_FORMS if local == _local_part(style, first, last, f)]
+            styles.update((style, form) for form in forms)  # a name without punctuation: both
+            if forms:
                 break
     if seen < need or not styles:
         return []
-    style, count = styles.most_common(1)[0]
+    # the commonest style; of its name forms the commoner, "plain" when they tie
+    (style, form), count = max(styles.items(), key=lambda kv: (kv[1], kv[0][1] == "plain"))
     if count < 0.5 * seen:
         return []
     names = {
@@ -566,6 +575,7 @@ def _email_rules(node: _Node, path: str, kinds_at: dict, need: int) -> list[dict
             "object": path,
             "email": email,
             "style": style,
+            "names": form,
             "share": round(count / seen, 6),
             **{k: v for k, v in names.items() if v},
         }

@@ -82,25 +82,6 @@ def _read_entries(path: str | os.PathLike[str]) -> Iterator[tuple[str, bool] | N
             yield custom_id, bool(ok)
 
 
-def dataset_ids(path: str | os.PathLike[str]) -> Iterator[str]:
-    """Every custom_id of a dataset in order, reading OpenAI Batch lines without parsing bodies."""
-    with open(path, "rb") as handle:
-        head = handle.readline(1 << 16)  # bounded: a batch document is one 1.4 GB line
-    if not _HEAD.match(head):
-        from generators import iter_requests  # the readers of every other format
-
-        for custom_id, _ in iter_requests(path):
-            yield custom_id
-        return
-    with open(path, "rb") as handle:
-        for line in handle:
-            match = _HEAD.match(line)
-            if match:
-                yield orjson.loads(match.group(1))
-            elif line.strip():
-                yield orjson.loads(line)["custom_id"]
-
-
 class IdSet:
     """A set of custom_ids in 8 bytes each (64-bit hashes, sorted), so 170K ids cost ~1.4 MB.
 

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 import generators
-from harness.driver.checkpoint import dataset_ids
+from harness.driver.payloads import dataset_ids
 from harness.errors import UserError
 from harness.rundir import write_json_atomic
 

@@ -99,6 +99,17 @@ def iter_payloads(
     return ((custom_id, body) for custom_id, body in requests if shard_of(custom_id, count) == k)
 
 
+def dataset_ids(path: str | os.PathLike[str]) -> Iterator[str]:
+    """Every custom_id of a dataset in order, read as the driver reads its requests (a plain
+    file of compact lines: sliced, not parsed), so a file whose ids all read is one whose
+    requests all send: a line the driver could not send is a DatasetError here, before a run."""
+    if _plain_compact(path):
+        return (custom_id for custom_id, _ in _sliced(path, _plain_lines(path), None))
+    import generators
+
+    return (custom_id for custom_id, _ in generators.iter_requests(path))
+
+
 def pending(
     path: str | os.PathLike[str],
     n: int,
@@ -202,8 +213,14 @@ def _parsed(path: str | os.PathLike[str], where: str, line: bytes) -> Payload:
     """A line of any other layout: parsed, its body encoded again."""
     try:
         record = orjson.loads(line)
-        return record["custom_id"], orjson.dumps(record["body"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+    except orjson.JSONDecodeError:
+        record = None
+    custom_id = record.get("custom_id") if isinstance(record, dict) else None
+    body = record.get("body") if isinstance(record, dict) else None
+    if not isinstance(custom_id, str) or not isinstance(body, dict):
         from generators import DatasetError
 
-        raise DatasetError(f"{path}: {where}: not an OpenAI Batch request line") from None
+        raise DatasetError(
+            f"{path}: {where}: not an OpenAI Batch request (a string custom_id and an object body)"
+        )
+    return custom_id, orjson.dumps(body)

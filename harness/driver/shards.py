@@ -252,9 +252,12 @@ class ShardPool:
                 stats.seconds = max(stats.seconds, part["seconds"])
             if final.get("error"):
                 errors.append(final)
+        from generators import DatasetError  # the parent has read the dataset already
+
         for kinds, error in (
             (("TargetRejected", "TargetUnavailable"), TargetUnavailable),
             (("WriteFailed",), WriteFailed),
+            (("DatasetError",), DatasetError),
         ):
             first = next((e for e in errors if e["kind"] in kinds), None)
             if first is not None:
@@ -368,6 +371,12 @@ def _child() -> int:
         }  # asdict breaks Counter
     except (TargetRejected, TargetUnavailable, WriteFailed, UserError) as exc:
         final = {"error": str(exc), "kind": type(exc).__name__}
+    except Exception as exc:
+        from generators import DatasetError  # loaded already when a reader raised it
+
+        if not isinstance(exc, DatasetError):
+            raise
+        final = {"error": str(exc), "kind": "DatasetError"}
     except asyncio.CancelledError:
         final = {"error": f"driver process {shard} was stopped", "kind": "stopped"}
     finally:

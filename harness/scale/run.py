@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 import psutil
 
+from generators import DatasetError
 from harness.calibration import measure
 from harness.cost import CpuMeter
 from harness.driver.batch_api import BatchApiDriver, BatchConfig
@@ -30,7 +31,6 @@ from harness.driver.checkpoint import (
     Checkpoint,
     IdSet,
     completed_ids,
-    dataset_ids,
     results_paths,
     verify,
 )
@@ -46,7 +46,7 @@ from harness.driver.dataset import (
 )
 from harness.driver.loop import run as run_loop
 from harness.driver.monitor import LoopMonitor
-from harness.driver.payloads import pending
+from harness.driver.payloads import dataset_ids, pending
 from harness.driver.ready import TargetUnavailable
 from harness.driver.shards import ShardFailed, ShardPlan, ShardPool
 from harness.errors import UserError
@@ -266,6 +266,12 @@ def _drive_and_verify(
     except WriteFailed as exc:
         raise UserError(
             f"{exc}; every result written before it is whole: free space, then finish with "
+            f"harness scale --resume {run_dir.path}"
+        ) from None
+    except DatasetError as exc:  # every line read whole before the run: the file changed since
+        raise UserError(
+            f"--dataset: {exc}, though it read whole before the run began: was it changed? "
+            f"{progress.done:,} of {config.n:,} results are saved; restore it, then finish with "
             f"harness scale --resume {run_dir.path}"
         ) from None
     except KeyboardInterrupt:

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 import generators
-from harness.driver.checkpoint import dataset_ids
 from harness.driver.dataset import fingerprint, from_file, sha256_file
+from harness.driver.payloads import dataset_ids
 from harness.errors import UserError
 from harness.scale import ScaleConfig, resume_scale, run_scale
 

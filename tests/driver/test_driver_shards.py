@@ -219,3 +219,26 @@ def test_progress_asks_for_precision_only_near_an_oom_point(tmp_path):
     assert asked == [True]
     progress.advance(10)  # past it, and no other point: coarse again
     assert asked == [True, False]
+
+
+def test_a_line_a_process_cannot_send_stops_the_run_with_a_dataset_error(tmp_path, tiny_server):
+    """A file changed under a run (`harness scale` reads every line before it begins): the
+    process stops with the line's number, what it wrote is whole, and the pool says so."""
+    from generators import DatasetError
+
+    lines = generated(40, 5, tmp_path / "datasets")[0].path.read_bytes().splitlines(True)
+    lines[30] = lines[30][:120] + b"\n"  # cut short: no body to slice
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(b"".join(lines))
+    run_dir = tmp_path / "run"
+    plan = ShardPlan(
+        run_dir=str(run_dir),
+        dataset=str(broken),
+        n=40,
+        shards=2,
+        driver={"url": tiny_server.url, "concurrency": 2, "health_url": tiny_server.url},
+    )
+    with pytest.raises(DatasetError, match=r"byte [0-9]+: not an OpenAI Batch request"):
+        asyncio.run(ShardPool(plan).run())
+    sent = verify([c for c, _ in iter_payloads(broken, limit=30)], results_paths(run_dir))
+    assert sent["corrupt"] == sent["duplicated"] == 0 and sent["unexpected"] == 0

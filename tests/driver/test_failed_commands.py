@@ -108,3 +108,30 @@ def test_removed_on_failure_keeps_what_became_useful(tmp_path: Path):
         guard.keep()
         raise RuntimeError("the target died mid-run")
     assert (tmp_path / "b" / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        (lambda line: line[: len(line) // 2], "cut short"),
+        (lambda line: b"[1, 2]", "not an object"),
+        (lambda line: line.replace(b'"custom_id":"', b'"custom_id":7,"x":"', 1), "numeric id"),
+        (lambda line: line[: line.index(b'"body":')] + b'"body":[]}', "body not an object"),
+    ],
+)
+def test_scale_refuses_a_request_line_it_could_not_send_before_it_starts(work: Path, line, why):
+    """Every line is read as the driver reads it before the run begins: one line that could not
+    be sent is a one-line error naming it, not a traceback at the hour it is reached."""
+    done = _harness("gen", "--n", "30", "--format", "openai-batch", "--out", "ok.jsonl", cwd=work)
+    assert done.returncode == 0, done.stderr
+    lines = (work / "ok.jsonl").read_bytes().splitlines()
+    lines[20] = line(lines[20])
+    (work / "bad-line.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    done = _harness(
+        "scale", "--dataset", "bad-line.jsonl", "--no-report", "--run-dir", "run", cwd=work
+    )
+    assert done.returncode == 2, (why, done.stderr)
+    error = done.stderr.strip().splitlines()[-1]
+    assert "bad-line.jsonl" in error and "not an OpenAI Batch request" in error, (why, error)
+    assert "line 21" in error or "request 21" in error, (why, error)
+    assert not (work / "run").exists(), why

@@ -90,6 +90,52 @@ def test_hostile_inputs_give_one_line_errors(tmp_path: Path, content: bytes, fra
     assert "\n" not in str(caught.value)
 
 
+def test_schema_errors_of_any_json_type_are_reported_not_raised(tmp_path: Path) -> None:
+    """An id that is an object, a list or a number is a schema error in the report (validate
+    hashes ids to find duplicates: it must not fail on one it cannot hash)."""
+    lines = [
+        {"custom_id": {"a": 1}, "method": "POST", "url": "/v1/chat/completions", "body": {}},
+        {"custom_id": [1], "method": "POST", "url": "/v1/chat/completions", "body": {}},
+        {"custom_id": [1], "method": "POST", "url": "/v1/chat/completions", "body": {}},
+    ]
+    path = tmp_path / "odd-ids.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    report = generators.validate_file(path)
+    assert report.count == 3 and report.error_count == 3 and report.duplicate_ids == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("job", {"title": "x"}, "job does not match the schema"),
+        ("job", 7, "job does not match the schema (itself"),
+        ("model", {"name": 3}, "model does not match the schema (name"),
+    ],
+)
+def test_a_header_the_prompts_cannot_be_built_from_is_one_line(
+    tmp_path: Path, compact: Path, key: str, value: object, fragment: str
+) -> None:
+    document = orjson.loads(compact.read_bytes())
+    document[key] = value
+    path = tmp_path / "odd-header.json"
+    path.write_bytes(orjson.dumps(document))
+    with pytest.raises(generators.DatasetError) as caught:
+        next(generators.iter_requests(path))
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_job_without_remote_policy_builds_its_prompt(tmp_path: Path, compact: Path) -> None:
+    """remote_policy is optional in the schema: a valid job without it still makes requests."""
+    document = orjson.loads(compact.read_bytes())
+    del document["job"]["location"]["remote_policy"]
+    path = tmp_path / "onsite-unsaid.json"
+    path.write_bytes(orjson.dumps(document))
+    assert generators.validator("job").is_valid(document["job"])
+    _, body = next(generators.iter_requests(path))
+    city, country = document["job"]["location"]["city"], document["job"]["location"]["country"]
+    assert f"({city}, {country})" in body["messages"][0]["content"]
+
+
 def test_truncated_gzip_is_named(tmp_path: Path, compact: Path) -> None:
     whole = gzip.compress(compact.read_bytes())
     path = tmp_path / "torn.json.gz"
@@ -114,12 +160,15 @@ def test_missing_archive_member_lists_the_members(tmp_path: Path, compact: Path)
         generators.detect_format(f"{archive}:nope.json")
 
 
+# VmHWM, not ru_maxrss: Linux carries the parent's (this test process's) RSS into a child's
+# ru_maxrss across exec, so it would measure pytest's growth, not validate's
 _PEAK = """
-import resource, sys, itertools
+import re, sys
 import generators
 report = generators.validate_file(sys.argv[1])
 assert report.ok, report.errors
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+status = open("/proc/self/status").read()
+print(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
 """
 
 
