@@ -165,7 +165,8 @@ def read_json_file(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Yield the objects of a JSON Lines file, skipping a torn or blank line."""
+    """Yield the objects of a JSON Lines file, skipping a torn or blank line and any line that
+    is not a JSON object (no record of a run directory is anything else)."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
     except FileNotFoundError:
@@ -175,9 +176,11 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                yield orjson.loads(line)
+                record = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue  # a producer killed mid-write leaves a torn line
+            if isinstance(record, dict):
+                yield record
 
 
 def repair_jsonl(path: str | os.PathLike[str]) -> int:

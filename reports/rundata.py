@@ -191,6 +191,59 @@ def has_run_files(path: Path) -> bool:
     return any((path / name).exists() for name in names) or any(path.glob("*_stats.csv"))
 
 
+def _nullable(kind: str | list[str], **more: Any) -> dict[str, Any]:
+    kinds = [kind] if isinstance(kind, str) else kind
+    return {"type": [*kinds, "null"], **more}
+
+
+def _fields(kind: str | list[str], *names: str) -> dict[str, Any]:
+    return {name: _nullable(kind) for name in names}
+
+
+_COUNTS = _nullable(
+    "object", properties=_fields("integer", "expected", "received", "lost", "duplicated")
+)
+# What the reports read from manifest.json, with its types. A producer's manifest matches; a key
+# that does not (an edit by hand) is left out of the report with a warning, never a failure.
+_MANIFEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        **_fields("string", "run_id", "target_url", "start_time", "end_time", "git_commit", "slo"),
+        "seed": _nullable("integer"),
+        "dataset": _nullable(
+            "object",
+            properties={**_fields("string", "path", "sha256", "format"), "n": _nullable("integer")},
+        ),
+        "calibration": _nullable(
+            "object",
+            properties={
+                **_fields("string", "workload", "python"),
+                **_fields("number", "requests_per_cpu_s", "requests_per_s", "seconds"),
+                "connections": _nullable("integer"),
+                **{
+                    name: _nullable("array", items={"type": "number"})
+                    for name in ("rounds_requests_per_cpu_s", "rounds_requests_per_s")
+                },
+            },
+        ),
+        "simulated": _nullable("object", properties={"speed": _nullable(["number", "string"])}),
+        "host": _nullable(
+            "object",
+            properties={"gpus": _nullable("object", properties=_fields("string", "reason"))},
+        ),
+        "results": _COUNTS,
+        "verification": _COUNTS,
+        "cost": _nullable(
+            "object",
+            properties={
+                "requests": _nullable("integer"),
+                **_fields("number", "cpu_s", "driver_cpu_s", "target_cpu_s"),
+            },
+        ),
+    },
+}
+
+
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         document = orjson.loads(path.read_bytes())
@@ -198,7 +251,21 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         return {}
     except orjson.JSONDecodeError:
         return {"_error": f"{path.name} is not valid JSON"}
-    return document if isinstance(document, dict) else {}
+    if not isinstance(document, dict):
+        return {"_error": f"{path.name} is not a JSON object"}
+    from jsonschema import Draft202012Validator  # only where a report reads a manifest
+
+    wrong = {
+        str(error.absolute_path[0]): error.message
+        for error in Draft202012Validator(_MANIFEST_SCHEMA).iter_errors(document)
+        if error.absolute_path
+    }
+    if wrong:
+        for key in wrong:
+            del document[key]
+        ignored = "; ".join(f"{key}: {message[:80]}" for key, message in sorted(wrong.items()))
+        document["_error"] = f"{path.name}: left out, of an unexpected type: {ignored}"
+    return document
 
 
 class _ColumnBuilder:
@@ -244,7 +311,7 @@ def _read_samples(path: Path) -> dict[str, Columns]:
     engine_row = EngineRowReader()
     for record in read_jsonl(path):
         source = record.get("source")
-        builder = builders.get(source)
+        builder = builders.get(source) if isinstance(source, str) else None
         if builder is not None:
             builder.add(engine_row(record) if source == "server" else record)
     result = {}
@@ -264,7 +331,11 @@ def _read_samples(path: Path) -> dict[str, Columns]:
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:
-    events = [e for e in read_jsonl(path) if isinstance(e.get("t"), (int, float)) and "kind" in e]
+    events = [
+        e
+        for e in read_jsonl(path)
+        if isinstance(e.get("t"), (int, float)) and isinstance(e.get("kind"), str)
+    ]
     events.sort(key=lambda event: event["t"])
     return events
 
@@ -280,7 +351,8 @@ def _read_requests(path: Path) -> Requests | None:
     for record in read_jsonl(path):
         row = builder.add(record)
         if row[ok_at] is not True and isinstance(row[0], (int, float)):
-            by_cause[row[ok_at + 1] or "unknown"] += 1
+            cause = row[ok_at + 1]
+            by_cause[cause if isinstance(cause, str) and cause else "unknown"] += 1
             status = row[ok_at + 2]
             by_status[str(status) if status is not None else "none"] += 1
         elif isinstance(line_gaps := record.get(GAPS_FIELD), list):

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from synthetic_run import write_locust_csvs
 
-from reports import load_run, summarize
+from reports import load_run, summarize, write_report
 from reports.leak import LEAK
 
 
@@ -129,6 +129,35 @@ def test_torn_last_lines_are_tolerated(make_run) -> None:
     torn = summarize(load_run(make_run("torn", seed=3, torn=True).path))
     for section in ("requests", "errors", "throughput", "latency", "memory", "recovery", "leak"):
         assert torn[section] == whole[section], section
+
+
+def test_records_and_manifest_keys_of_the_wrong_shape_are_left_out(make_run) -> None:
+    """A run directory edited by hand: a line that is not an object, an event whose kind is a
+    number, a sample whose source is a list, an error that is an object, and manifest keys of the
+    wrong type are left out (the manifest's with a warning), and the report is still written."""
+    whole = make_run("whole", seed=4)
+    edited = make_run("edited", seed=4)
+    odd = [b"[1, 2]", b"7", b"null", b'"text"']
+    for name, extra in (
+        ("requests.jsonl", [*odd, b'{"t": 1.0, "ok": false, "error": {"a": 1}}']),
+        ("events.jsonl", [*odd, b'{"t": 1.0, "kind": 5}']),
+        ("samples.jsonl", [*odd, b'{"t": 1.0, "source": ["ram"]}']),
+    ):
+        path = edited.path / name
+        path.write_bytes(path.read_bytes() + b"\n".join(extra) + b"\n")
+    manifest = orjson.loads((edited.path / "manifest.json").read_bytes())
+    manifest.update(run_id=["a"], calibration={"requests_per_cpu_s": "fast"}, host=3)
+    (edited.path / "manifest.json").write_bytes(orjson.dumps(manifest))
+
+    before, after = summarize(load_run(whole.path)), summarize(load_run(edited.path))
+    assert after["errors"]["by_cause"] == {**before["errors"]["by_cause"], "unknown": 1}
+    for section in ("latency", "memory", "recovery"):
+        assert after[section] == before[section], section
+    assert after["run"]["run_id"] == "edited" and after["calibration"] is None
+    [warning] = [w for w in after["warnings"] if w.startswith("manifest.json")]
+    assert all(key in warning for key in ("run_id", "calibration", "host"))
+    files = write_report(edited.path)
+    assert files.html_path.stat().st_size > 0 and files.pngs
 
 
 def test_locust_csvs_when_there_is_no_requests_jsonl(tmp_path: Path) -> None:
