@@ -56,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the machine refused (a path that is not a directory, no space)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"harness: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130

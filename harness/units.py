@@ -3,10 +3,15 @@ and speeds ("10", "max")."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from harness.errors import UserError
+
+_T = TypeVar("_T")
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
@@ -20,7 +25,10 @@ def parse_bytes(text: str, option: str = "size") -> int:
     if not match:
         raise UserError(f"{option} {text!r} is not a size; write e.g. 512M, 2G or 1048576 (bytes)")
     number, unit, _ = match.groups()
-    return int(float(number) * 1024 ** _POWERS[unit.lower()])
+    size = float(number) * 1024 ** _POWERS[unit.lower()]
+    if size >= 2**63:
+        raise UserError(f"{option} {text!r} is more than any machine holds")
+    return int(size)
 
 
 def parse_duration(text: str, option: str = "duration") -> float:
@@ -44,6 +52,40 @@ def parse_speed(text: str, option: str = "--speed") -> float:
     if not 0 < value < math.inf:
         raise UserError(f"{option} {text!r}: give a positive number or 'max'")
     return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a number, neither infinite nor NaN (no option takes those)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def whole_number(text: str) -> int:
+    """An argparse type: an integer JSON files can hold (64-bit), as every count and seed is."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (64-bit)")
+    return value
+
+
+def argument(parse: Callable[[str], _T]) -> Callable[[str], _T]:
+    """An argparse type from a parser that raises UserError: its message, as argparse's."""
+
+    def convert(text: str) -> _T:
+        try:
+            return parse(text)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
 def format_speed(speed: float) -> str:

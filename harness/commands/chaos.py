@@ -10,7 +10,7 @@ from harness.errors import UserError
 from harness.rundir import RunDir
 from harness.supervision.chaos import FAULTS, MAX_INJECTIONS, run_chaos
 from harness.supervision.victim import DEFAULT_VICTIM, parse_victim
-from harness.units import parse_duration
+from harness.units import finite_float, parse_duration, whole_number
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,11 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fault", required=True, choices=FAULTS, help="what to inject")
     parser.add_argument("--every", default="60s", help="time between injections (60s)")
     parser.add_argument(
-        "--count", type=int, default=3, help=f"injections, at most {MAX_INJECTIONS} (3)"
+        "--count", type=whole_number, default=3, help=f"injections, at most {MAX_INJECTIONS} (3)"
     )
     parser.add_argument("--duration", help="stop after this long (default: (count + 1) x every)")
     parser.add_argument("--seconds", default="5s", help="length of a hang or error burst (5s)")
-    parser.add_argument("--rate", type=float, default=0.5, help="error-burst share of 500s (0.5)")
+    parser.add_argument(
+        "--rate", type=finite_float, default=0.5, help="error-burst share of 500s (0.5)"
+    )
     parser.add_argument(
         "--admin-token", help="the reference server's admin token (default: $HARNESS_ADMIN_TOKEN)"
     )

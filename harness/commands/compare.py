@@ -11,6 +11,7 @@ import orjson
 from harness.commands.report import add_slo_arguments, slo_objectives
 from harness.errors import UserError
 from harness.rundir import SUMMARY, write_atomic, write_json_atomic
+from harness.units import finite_float
 from reports.compare import (
     DEFAULT_MAX_ERROR_RATE,
     as_baseline,
@@ -49,7 +50,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--max-error-rate",
-        type=float,
+        type=finite_float,
         metavar="RATE",
         help=f"fail when the error rate is above RATE (0-1) whatever the baseline "
         f"(default {DEFAULT_MAX_ERROR_RATE})",

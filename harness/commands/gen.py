@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from pathlib import Path
@@ -10,8 +11,10 @@ from pathlib import Path
 import generators
 from harness.errors import UserError
 from harness.progress import progress_bar
+from harness.units import whole_number
 
 _SUFFIXES = {"k": 1_000, "m": 1_000_000}
+MAX_COUNT = 10**12  # far past any run, well inside the 64-bit integers JSON files hold
 DEFAULT_DIR = Path("runs") / "datasets"  # git-ignored, beside the runs that use them
 
 
@@ -26,8 +29,10 @@ def parse_count(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a count; write e.g. 10000, 10k or 1.7m"
         ) from None
-    if value != int(value):
+    if not math.isfinite(value) or value != int(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of candidates")
+    if abs(value) > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_COUNT:.0e}")
     return int(value)
 
 
@@ -45,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="production: 10, 100, 1K, 5K, 10K, 50K and 170K as candidates-batch-N.json",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed (default 0): same seed, same bytes"
+        "--seed", type=whole_number, default=0, help="seed (default 0): same seed, same bytes"
     )
     parser.add_argument("--format", default="json", help="json (default), jsonl or openai-batch")
     parser.add_argument(
@@ -54,7 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"default: {DEFAULT_DIR}/candidates-batch-N.<ext>, presets in {DEFAULT_DIR}/",
     )
     parser.add_argument(
-        "--workers", type=int, default=0, help="worker processes (default: one per CPU core)"
+        "--workers",
+        type=whole_number,
+        default=0,
+        help="worker processes (default: one per CPU core)",
     )
     parser.add_argument("--locale", help="Faker locale (default en_US; with --like, the sample's)")
     parser.add_argument(
@@ -63,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the date the data describes (applied_at, current roles); default %(default)s",
     )
     parser.add_argument("--model", default=generators.DEFAULT_MODEL, help="model name in requests")
-    parser.add_argument("--max-tokens", type=int, default=generators.DEFAULT_MAX_TOKENS)
+    parser.add_argument("--max-tokens", type=whole_number, default=generators.DEFAULT_MAX_TOKENS)
     parser.add_argument(
         "--like",
         metavar="PROFILE|SAMPLE",

@@ -13,6 +13,7 @@ from generators.learn.privacy import profile_report, worst
 from generators.learn.schema_out import profile_schema
 from generators.writers import GenerationError, write_bytes
 from harness.errors import UserError
+from harness.units import whole_number
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--records", metavar="JSON_POINTER", help="where the list of records is, e.g. /data/items"
     )
     parser.add_argument(
-        "--k", type=int, default=DEFAULT_K, help="k-anonymity: a kept value is seen in >= k records"
+        "--k",
+        type=whole_number,
+        default=DEFAULT_K,
+        help="k-anonymity: a kept value is seen in >= k records",
     )
     parser.add_argument("--emit-schema", metavar="FILE", help="also write a JSON Schema")
     parser.set_defaults(handler=run)

@@ -15,7 +15,7 @@ import psutil
 from harness.errors import UserError
 from harness.rundir import MANIFEST, RemovedOnFailure, RunDir, new_run_id, read_jsonl, utc_iso
 from harness.supervision.samplers import start_sampling
-from harness.units import format_bytes, parse_duration
+from harness.units import format_bytes, parse_duration, whole_number
 
 _MATCH_RETRY_S = 1.0  # how often a vanished --match target is looked for again
 
@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "http://127.0.0.1:8000/metrics --run-dir runs/soak --duration 10m",
     )
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--pid", type=int, help="the target's pid (its child processes count too)")
+    which.add_argument(
+        "--pid", type=whole_number, help="the target's pid (its child processes count too)"
+    )
     which.add_argument(
         "--match", metavar="NAME", help="the oldest process whose command line contains NAME"
     )

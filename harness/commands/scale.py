@@ -16,7 +16,7 @@ from harness.errors import UserError
 from harness.repeat import run_repeated
 from harness.scale import MODES, ScaleConfig, resume_scale, run_ladder, run_scale
 from harness.supervision.victim import parse_victim
-from harness.units import parse_speed
+from harness.units import argument, finite_float, parse_speed, whole_number
 
 
 def register(subparsers: Any) -> None:
@@ -68,7 +68,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--ready-timeout",
-        type=float,
+        type=finite_float,
         metavar="SECONDS",
         help="how long a (re)started target may take to be ready (default 120)",
     )
@@ -81,7 +81,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--victim",
-        type=parse_victim,
+        type=argument(parse_victim),
         help="with --serve or --supervisor: whom an --oom-at kill hits: largest (the default, "
         "the process the kernel's OOM killer picks: highest oom_score), leader, or a pid",
     )
@@ -91,13 +91,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=int,
+        type=whole_number,
         help="requests in flight, in all processes (default 64); with --rate or --trace, "
         "the cap on them",
     )
     parser.add_argument(
         "--processes",
-        type=_processes,
+        type=argument(driver_processes),
         metavar="N|auto",
         help="client mode: driver processes sharing the run, each with its own checkpoint "
         "(auto: half the CPUs, at most 8; default 1)",
@@ -111,7 +111,7 @@ def register(subparsers: Any) -> None:
     open_loop = parser.add_mutually_exclusive_group()
     open_loop.add_argument(
         "--rate",
-        type=float,
+        type=finite_float,
         metavar="R",
         help="open loop: send R requests per second on a schedule (--arrival) whatever the "
         "answers; latency is also timed from each scheduled send time",
@@ -127,14 +127,14 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--burstiness",
-        type=float,
+        type=finite_float,
         help="with --arrival gamma: its shape, as vLLM bench (1 is Poisson, below 1 burstier)",
     )
     add_slo_arguments(parser)
     parser.add_argument(
         "--chunk-size", type=parse_count, help="batch-api: requests per batch (default 5000)"
     )
-    parser.add_argument("--seed", type=int, help="dataset seed (default 0)")
+    parser.add_argument("--seed", type=whole_number, help="dataset seed (default 0)")
     parser.add_argument("--run-dir", metavar="DIR", help="run directory (default runs/scale-...)")
     parser.add_argument(
         "--runs-root", metavar="DIR", help="where runs and the dataset cache go (default runs)"
@@ -149,7 +149,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--max-tokens",
-        type=int,
+        type=whole_number,
         metavar="N",
         help="max_tokens of every request instead of the dataset's; checked against the "
         "target's max_model_len before sending",
@@ -168,7 +168,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--max-failed-rate",
-        type=float,
+        type=finite_float,
         help="share of candidates allowed a final error before the run fails (default 0)",
     )
     parser.add_argument(
@@ -179,7 +179,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--repeat",
-        type=int,
+        type=whole_number,
         metavar="K",
         help="run K times into RUN_DIR/r1..rK and report means with 95%% confidence intervals "
         "(repeat.json); harness compare then judges the group on those intervals",
@@ -327,13 +327,6 @@ def api_key_from_env(variable: str | None) -> str | None:
     if not api_key:
         raise UserError(f"--api-key-env {variable}: that variable is not set or empty")
     return api_key
-
-
-def _processes(text: str) -> int:
-    try:
-        return driver_processes(text)
-    except UserError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _sizes(text: str) -> list[int]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from harness.errors import UserError
 from harness.server.config import HOST_MEMORY_RATIO, ConnectionLimits, MiB, ServerConfig
 from harness.server.context import STRATEGIES
-from harness.units import format_speed, parse_speed
+from harness.units import finite_float, format_speed, parse_speed, whole_number
 
 _GIB = 1024**3
 
@@ -31,7 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add = parser.add_argument
     add("--host", default=config.host, help="loopback address to bind (default %(default)s)")
-    add("--port", type=int, default=config.port, help="port (default %(default)s; 0: a free one)")
+    add(
+        "--port",
+        type=whole_number,
+        default=config.port,
+        help="port (default %(default)s; 0: a free one)",
+    )
     add(
         "--profile",
         default=config.profile.name,
@@ -64,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add(
         "--host-memory-ratio",
-        type=float,
+        type=finite_float,
         default=HOST_MEMORY_RATIO,
         metavar="R",
         help="bytes of host RAM held per byte of simulated KV cache (default %(default)s)",
@@ -78,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add(
         "--load-time",
-        type=float,
+        type=finite_float,
         default=config.load_time_s,
         metavar="SECONDS",
         help="simulated model load; /health/ready answers 503 until it ends (default %(default)s)",
@@ -98,34 +103,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add(
         "--trim-every",
-        type=int,
+        type=whole_number,
         default=context.trim_every,
         metavar="N",
         help="trim every N requests (0: never; default %(default)s)",
     )
     add(
         "--trim-threshold",
-        type=float,
+        type=finite_float,
         default=context.threshold,
         metavar="F",
         help="trim when a context passes this share of the context limit (default %(default)s)",
     )
     add(
         "--vram-warning",
-        type=float,
+        type=finite_float,
         default=context.vram_warning,
         metavar="F",
         help="trim aggressively when simulated VRAM passes this share (default %(default)s)",
     )
     add(
         "--max-body-mb",
-        type=float,
+        type=finite_float,
         default=config.max_body_bytes / MiB,
         help="JSON body limit in MiB (default %(default)g)",
     )
     add(
         "--max-file-mb",
-        type=float,
+        type=finite_float,
         default=config.max_file_bytes / MiB,
         help="upload limit in MiB (default %(default)g)",
     )
@@ -137,7 +142,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add(
         "--leak-mb-per-1k-requests",
-        type=float,
+        type=finite_float,
         default=slow.leak_mb_per_1k_requests,
         metavar="MB",
         help="slow fault: VRAM (and --host-memory RAM) never freed, MB per 1,000 finished "
@@ -145,7 +150,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add(
         "--fragmentation",
-        type=float,
+        type=finite_float,
         default=slow.fragmentation,
         metavar="F",
         help="slow fault: share of every freed allocation the allocator cannot reuse until a "
@@ -153,7 +158,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add(
         "--max-connections",
-        type=int,
+        type=whole_number,
         default=None,
         metavar="N",
         help="open connections at most (idle ones are closed first, then 503; "
@@ -161,7 +166,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add(
         "--timeout-keep-alive",
-        type=float,
+        type=finite_float,
         default=None,
         metavar="S",
         help="close a connection idle this long after a response "
@@ -169,7 +174,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add(
         "--header-timeout",
-        type=float,
+        type=finite_float,
         default=None,
         metavar="S",
         help="a request head must arrive within this "
@@ -177,7 +182,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add(
         "--body-timeout",
-        type=float,
+        type=finite_float,
         default=None,
         metavar="S",
         help=f"a body gets this long plus 1 s per {limits.min_body_rate // 1024} KiB received "
@@ -185,13 +190,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add(
         "--batch-window-seconds",
-        type=float,
+        type=finite_float,
         default=config.batch_window_s,
         metavar="S",
         help="how long a batch's '24h' completion window lasts here (default %(default)g; "
         "shorter to test expiry)",
     )
-    add("--seed", type=int, default=config.seed, help="seed of the injected error-rate fault")
+    add(
+        "--seed",
+        type=whole_number,
+        default=config.seed,
+        help="seed of the injected error-rate fault",
+    )
     add("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     add("--access-log", action="store_true", help="log every request (slower)")
     parser.set_defaults(handler=run)

@@ -16,7 +16,7 @@ from harness.supervision.redact import redact_command
 from harness.supervision.samplers import start_sampling
 from harness.supervision.supervisor import Supervisor
 from harness.targets import past_env
-from harness.units import parse_bytes, parse_duration
+from harness.units import parse_bytes, parse_duration, whole_number
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM)
 _POLL_S = 0.1
@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="emulate a container limit: SIGKILL the tree when its RSS passes SIZE (e.g. 512M)",
     )
     parser.add_argument(
-        "--max-restarts", type=int, default=10, help="give up after this many (default 10)"
+        "--max-restarts", type=whole_number, default=10, help="give up after this many (default 10)"
     )
     parser.add_argument(
         "--backoff", default="0.5s", help="first restart delay, doubling per failure (0.5s)"

@@ -12,7 +12,7 @@ from harness.commands.scale import api_key_from_env
 from harness.errors import UserError
 from harness.scale import ScaleConfig
 from harness.sweep import SweepConfig, run_sweep
-from harness.units import parse_bytes, parse_speed
+from harness.units import finite_float, parse_bytes, parse_speed, whole_number
 
 
 def register(subparsers: Any) -> None:
@@ -50,14 +50,18 @@ def register(subparsers: Any) -> None:
         help="run every grid point: saturation is marked, not a stop (a budget or OOM still is)",
     )
     parser.add_argument(
-        "--search-start", type=float, default=1, metavar="X", help="first load of a search"
+        "--search-start", type=finite_float, default=1, metavar="X", help="first load of a search"
     )
     parser.add_argument(
-        "--search-max", type=float, default=1024, metavar="X", help="last load a search tries"
+        "--search-max",
+        type=finite_float,
+        default=1024,
+        metavar="X",
+        help="last load a search tries",
     )
     parser.add_argument(
         "--max-concurrency",
-        type=int,
+        type=whole_number,
         default=256,
         metavar="C",
         help="with rates: the cap on requests in flight (default 256)",
@@ -73,7 +77,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--n", type=parse_count, default=1000, help="requests per point (default 1000)"
     )
-    parser.add_argument("--repeat", type=int, default=1, metavar="K", help="runs per point")
+    parser.add_argument(
+        "--repeat", type=whole_number, default=1, metavar="K", help="runs per point"
+    )
     parser.add_argument(
         "--slo",
         metavar="SPEC",
@@ -113,9 +119,11 @@ def register(subparsers: Any) -> None:
         help="extra argument for the embedded server, repeatable",
     )
     parser.add_argument("--dataset", metavar="FILE", help="send this dataset instead")
-    parser.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    parser.add_argument("--seed", type=whole_number, default=0, help="dataset seed (default 0)")
     parser.add_argument("--model", help="model name to send instead of the dataset's")
-    parser.add_argument("--max-tokens", type=int, metavar="N", help="max_tokens of every request")
+    parser.add_argument(
+        "--max-tokens", type=whole_number, metavar="N", help="max_tokens of every request"
+    )
     parser.add_argument("--api-key-env", metavar="VAR", help="variable holding the API key")
     parser.add_argument("--run-dir", metavar="DIR", help="sweep directory (default runs/sweep-...)")
     parser.add_argument("--runs-root", default="runs", metavar="DIR", help="default runs")
@@ -171,8 +179,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _grid(text: str) -> list[float]:
     try:
-        points = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
+        points = [finite_float(part) for part in text.split(",") if part.strip()]
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"{text!r}: write the points as 1,2,4,8") from None
     if not points:
         raise argparse.ArgumentTypeError(f"{text!r} holds no point")

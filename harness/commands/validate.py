@@ -9,6 +9,7 @@ from pathlib import Path
 import generators
 from harness.errors import UserError
 from harness.progress import progress_bar
+from harness.units import whole_number
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,10 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="dataset file (.json, .jsonl, .openai-batch.jsonl, any of them .gz, "
         "or ARCHIVE.tar.gz:MEMBER)",
     )
-    parser.add_argument("--max-errors", type=int, default=10, help="errors to print (default 10)")
+    parser.add_argument(
+        "--max-errors", type=whole_number, default=10, help="errors to print (default 10)"
+    )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=whole_number,
         default=0,
         help="accepted for compatibility; validation streams in one process",
     )

@@ -23,7 +23,7 @@ from harness.errors import UserError
 from harness.locust.curves import LOAD_SHAPES
 from harness.net import LOOPBACK_HOST, is_loopback_host, is_loopback_url
 from harness.supervision.victim import DEFAULT_VICTIM, parse_victim
-from harness.units import parse_duration
+from harness.units import argument, parse_duration, whole_number
 
 APIS = ("openai", "ollama")
 CHAOS_USER = "OOMRecoveryUser"
@@ -51,13 +51,6 @@ def _seconds(text: str) -> float:
     if value <= 0:
         raise ArgumentTypeError(f"{text!r} must be longer than 0 s")
     return value
-
-
-def _victim(text: str) -> str | int:
-    try:
-        return parse_victim(text)
-    except UserError as exc:
-        raise ArgumentTypeError(str(exc)) from None
 
 
 def _positive_float(text: str) -> float:
@@ -119,7 +112,7 @@ def add_arguments(parser: Any) -> None:
     )
     add(
         "--seed",
-        type=int,
+        type=whole_number,
         default=0,
         metavar="<int>",
         help="Seed of the generated candidates and their job. Default: 0",
@@ -401,7 +394,7 @@ class Settings:
             chaos_every=value("chaos_every", _seconds),
             chaos_max=value("chaos_max", _positive_int, 10),
             supervisor=value("supervisor", str),
-            victim=value("victim", _victim, DEFAULT_VICTIM),
+            victim=value("victim", argument(parse_victim), DEFAULT_VICTIM),
             arrivals=arrival_spec(options, value),
             max_concurrency=value("max_concurrency", _positive_int),
             schedule_lag_limit=value("schedule_lag_limit", _seconds, DEFAULT_LAG_LIMIT_S),

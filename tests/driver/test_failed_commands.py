@@ -135,3 +135,25 @@ def test_scale_refuses_a_request_line_it_could_not_send_before_it_starts(work: P
     assert "bad-line.jsonl" in error and "not an OpenAI Batch request" in error, (why, error)
     assert "line 21" in error or "request 21" in error, (why, error)
     assert not (work / "run").exists(), why
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (("gen", "--n", "1e309"), 2, "not a whole number of candidates"),
+        (("gen", "--n", "99999999999999999999"), 2, "is more than 1e+12"),
+        (("scale", "--victim", "abc"), 2, "is not leader, largest or a pid"),
+        (("serve", "--max-file-mb", "inf"), 2, "is not a finite number"),
+        (("sweep", "--seed", "99999999999999999999"), 2, "out of range (64-bit)"),
+        (("sweep", "--concurrency", "1,inf"), 2, "write the points as 1,2,4,8"),
+        (("sweep", "--ram-budget", "99999999999999999999"), 2, "more than any machine holds"),
+        (("sweep", "--n", "10", "--runs-root", "/dev/null"), 1, "Not a directory: /dev/null/"),
+    ],
+)
+def test_option_values_out_of_range_are_one_line_errors(tmp_path: Path, args, code, fragment):
+    """Values found by fuzzing the options (infinities, numbers past 64 bits, a parser's own
+    error raised inside argparse, a runs root that is a file): one line, no traceback."""
+    done = _harness(*args, cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == code and fragment in lines[-1], (args, done.stderr)
+    assert lines[-1].startswith("harness"), lines
