@@ -255,8 +255,15 @@ def iter_candidates(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 
 
 def _candidate_of(custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    messages = body.get("messages") or []
-    user = next((m.get("content") for m in messages if m.get("role") == "user"), "{}")
+    messages = body.get("messages") if isinstance(body, dict) else None
+    user = next(
+        (
+            m.get("content")
+            for m in (messages if isinstance(messages, list) else ())
+            if isinstance(m, dict) and m.get("role") == "user"
+        ),
+        "{}",
+    )
     try:
         return orjson.loads(user)
     except (orjson.JSONDecodeError, TypeError):

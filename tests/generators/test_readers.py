@@ -124,6 +124,17 @@ def test_a_header_the_prompts_cannot_be_built_from_is_one_line(
     assert fragment in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("body", [[], {"messages": 5}, {"messages": [1, "x"]}])
+def test_a_document_request_of_another_shape_reads_as_an_empty_candidate(
+    tmp_path: Path, body: object
+) -> None:
+    """A batch document whose candidates are requests whose body has no user message (of any
+    shape): read as an empty candidate, as one with no messages is, not a crash."""
+    path = tmp_path / "odd-body.json"
+    path.write_bytes(orjson.dumps({"candidates": [{"custom_id": "a", "body": body}]}))
+    assert list(generators.read_candidates(path)) == [{}]
+
+
 def test_a_job_without_remote_policy_builds_its_prompt(tmp_path: Path, compact: Path) -> None:
     """remote_policy is optional in the schema: a valid job without it still makes requests."""
     document = orjson.loads(compact.read_bytes())
