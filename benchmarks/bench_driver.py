@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+from _drive_once import PIN_ENV  # this script's folder is first on sys.path
 
 from harness.driver.dataset import generated
 from harness.rundir import RunDir, new_run_id
@@ -49,7 +50,6 @@ OLD_COMMIT = "4cb5d15"
 ROOT = Path(__file__).resolve().parents[1]
 ONCE = str(ROOT / "benchmarks" / "_drive_once.py")
 MB = 1e6
-PIN_ENV = "HARNESS_BENCH_CPU"  # _drive_once.py runs on this CPU (and so do its children)
 GOALS = {"vs_old": 4.0, "vs_aiohttp": 0.8, "cpu_2_processes": 1.10, "e2e_s": 60.0, "rss_mb": 50.0}
 
 
