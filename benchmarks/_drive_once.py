@@ -8,7 +8,9 @@ driver processes under a ShardPool; CPU counts the pool's and its children's), `
 drivers in K processes at once, each on its share, CPU counted after their imports), or
 `aiohttp` (a bare loop posting the same bytes, no checkpoint, logs or retries). Prints one JSON
 line: requests, seconds, CPU seconds, peak RSS, and which tree's code ran. With
-HARNESS_BENCH_CPU set, it (and every process it starts) runs on that CPU alone.
+HARNESS_BENCH_CPU set, it (and every process it starts) runs on that CPU alone; with
+HARNESS_BENCH_RATE set, the driver kinds send in an open loop at that many requests a second
+(Poisson, seed 0; K processes share the one schedule, as `harness scale --rate` does).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 import orjson
 
 PIN_ENV = "HARNESS_BENCH_CPU"  # the CPU this pass (and every process it starts) runs on
+RATE_ENV = "HARNESS_BENCH_RATE"  # an open loop at this rate (req/s) instead of a closed one
 
 
 def main() -> None:
@@ -63,6 +66,16 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _arrivals():
+    """The open loop's schedule when RATE_ENV is set, else None (a closed loop)."""
+    rate = os.environ.get(RATE_ENV)
+    if not rate:
+        return None
+    from harness.arrivals import ArrivalSpec  # not in the old tree, which runs closed loops
+
+    return ArrivalSpec(rate=float(rate))
+
+
 def _pool(processes: int, url: str, dataset: str, n: int, workers: int, run_dir: str):
     from harness.driver.loop import run
     from harness.driver.payloads import request_end
@@ -72,7 +85,13 @@ def _pool(processes: int, url: str, dataset: str, n: int, workers: int, run_dir:
     # found before the clock starts: `harness scale` knows it from a generated dataset's size
     end = request_end(dataset, n)
     plan = ShardPlan(
-        run_dir=run_dir, dataset=dataset, n=n, shards=processes, driver=driver, end=end
+        run_dir=run_dir,
+        dataset=dataset,
+        n=n,
+        shards=processes,
+        driver=driver,
+        end=end,
+        arrivals=_arrivals(),
     )
     started, cpu = time.monotonic(), _cpu()
     stats = run(ShardPool(plan).run())
@@ -111,9 +130,8 @@ def _driver(kind: str, url: str, dataset: str, n: int, workers: int, run_dir: st
 
     directory = RunDir(run_dir)
     checkpoint = Checkpoint(run_dir)
-    config = DriverConfig(url=url, concurrency=workers, health_url=url + "/health/ready")
-    driver = ClientDriver(config, directory, checkpoint)
     share = None
+    arrivals = _arrivals()
     if kind == "old-driver":  # the API of the driver before issue 15: parsed bodies, asyncio
         import generators
 
@@ -127,6 +145,11 @@ def _driver(kind: str, url: str, dataset: str, n: int, workers: int, run_dir: st
             _, index, count = kind.split("-")
             share = Share(int(index), int(count), int(sys.argv[7]))
         requests = pending(dataset, n, share=share)
+    config = DriverConfig(url=url, concurrency=workers, health_url=url + "/health/ready")
+    if arrivals is not None:
+        part = arrivals.part(share.index, share.count) if share else arrivals.part(0, 1)
+        config.schedule = (offset for _, offset in part)
+    driver = ClientDriver(config, directory, checkpoint)
     started, cpu = time.monotonic(), _cpu()
     stats = run(driver.run(requests))
     seconds, cpu = time.monotonic() - started, _cpu() - cpu

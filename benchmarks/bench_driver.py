@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_driver.py               # every figure (about 10 minutes)
     .venv/bin/python benchmarks/bench_driver.py --quick       # smaller sizes, fewer rounds
     .venv/bin/python benchmarks/bench_driver.py --only cpu    # figure 3 alone
+    .venv/bin/python benchmarks/bench_driver.py --only cpu --rate 2000 --cpu-n 20000  # paced
 
 Every client runs in its own process against one embedded zero-latency reference server, in
 rounds that alternate their order (A B C, then C B A), so the machine's drift hits all alike;
@@ -16,11 +17,15 @@ OLD_COMMIT (before issue 15), extracted with `git archive` and put first on PYTH
    split into sharding itself (against two plain drivers at once, each on its share) and two
    clients sharing the cores (two plain drivers against one), with two controls: the server's
    CPU per request with two plain drivers and with one, and one driver at half the concurrency
-   (each of the two processes' part) against one at all of it. Per request is what one more
-   request costs: each round also runs every client with nothing to send, and the CPU of that
-   pass (starting the processes, importing the driver) is taken off and shown as a fixed cost.
+   (each of the two processes' part; half the rate with --rate) against one at all of it. Per
+   request is what one more request costs: each round also runs every client with nothing to
+   send, and the CPU of that pass (starting the processes, importing the driver) is taken off
+   and shown as a fixed cost.
    --pin puts the server on the first CPU and every client on the last, so that two driver
-   processes share one core as they must on 2 cores, whatever the scheduler would do
+   processes share one core as they must on 2 cores, whatever the scheduler would do.
+   --rate R runs this figure's passes in an open loop at R req/s (Poisson; the processes share
+   the one schedule): every kind then does the same work per second, and at a rate the machine
+   keeps with room to spare, no process waits for a core
 4. `harness scale --n 170k --oom-at 30%,70%` end to end (goal < 60 s on 2 cores), and the same
    at --baseline-n against the old tree's `harness scale`
 5. driver RSS growth from 10K to 170K in those scale runs (goal < 50 MB)
@@ -40,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from _drive_once import PIN_ENV  # this script's folder is first on sys.path
+from _drive_once import PIN_ENV, RATE_ENV  # this script's folder is first on sys.path
 
 from harness.driver.dataset import generated
 from harness.rundir import RunDir, new_run_id
@@ -67,6 +72,9 @@ def main() -> int:
     parser.add_argument("--only", choices=("cpu",), help="figure 3 alone")
     parser.add_argument(
         "--pin", action="store_true", help="server on the first CPU, the clients on the last"
+    )
+    parser.add_argument(
+        "--rate", type=float, help="figure 3 in an open loop at this many requests a second"
     )
     args = parser.parse_args()
     if args.quick:
@@ -108,6 +116,7 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
     cpu: dict[str, list[float]] = {"driver": [], "processes-2": [], "pair-2": [], "half": []}
     fixed: dict[str, list[float]] = {kind: [] for kind in cpu}  # CPU of a pass sending nothing
     server_cpu: dict[str, list[float]] = {kind: [] for kind in cpu}  # per request
+    half = "rate" if args.rate else "concurrency"
     with EmbeddedServer(run_dir, server_args=["--oom", "kill", "--speed", "max"]) as server:
         if args.pin:
             _pin(server.supervisor.pid, args)
@@ -122,12 +131,19 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
                     print(f"  (code: new {result['code']})")
             kinds_cpu = list(cpu)
             for kind in kinds_cpu if round_ % 2 == 0 else kinds_cpu[::-1]:
-                # half: one plain driver at the concurrency each of the 2 processes gets
+                # half: one plain driver at the part each of the 2 processes gets: half the
+                # concurrency (closed loop) or half the rate (open loop)
                 client = "driver" if kind == "half" else kind
-                users = args.concurrency // 2 if kind == "half" else args.concurrency
-                empty = _pass(client, server.url, dataset, 0, args, bench, None, users)
+                users, rate = args.concurrency, args.rate
+                if kind == "half" and rate:
+                    rate /= 2
+                elif kind == "half":
+                    users //= 2
+                empty = _pass(client, server.url, dataset, 0, args, bench, None, users, rate)
                 served = serving()
-                result = _pass(client, server.url, dataset, args.cpu_n, args, bench, None, users)
+                result = _pass(
+                    client, server.url, dataset, args.cpu_n, args, bench, None, users, rate
+                )
                 server_cpu[kind].append((serving() - served) / result["n"])
                 fixed[kind].append(empty["cpu_s"])
                 cpu[kind].append((result["cpu_s"] - empty["cpu_s"]) / result["n"])
@@ -141,7 +157,7 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
                 )
                 + f"CPU per request: 1 process {cpu['driver'][-1] * 1e6:.0f} us, 2 processes "
                 f"{cpu['processes-2'][-1] * 1e6:.0f} us, 2 plain drivers at once "
-                f"{cpu['pair-2'][-1] * 1e6:.0f} us, 1 process at half the concurrency "
+                f"{cpu['pair-2'][-1] * 1e6:.0f} us, 1 process at half the {half} "
                 f"{cpu['half'][-1] * 1e6:.0f} us; the server "
                 f"{server_cpu['driver'][-1] * 1e6:.0f} us"
             )
@@ -159,7 +175,8 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
         ("vs_aiohttp", "driver rate / bare aiohttp", _ratios(rates["driver"], rates["aiohttp"])),
         (
             "cpu_2_processes",
-            "CPU per request, 2 processes / 1",
+            "CPU per request, 2 processes / 1"
+            + (f" (open loop, {args.rate:,.0f} req/s)" if args.rate else " (closed loop)"),
             _ratios(cpu["processes-2"], cpu["driver"]),
         ),
     ]
@@ -176,7 +193,7 @@ def _clients(bench: Path, dataset: Path, args: argparse.Namespace, old_tree: Pat
             "the server's CPU per request (2 plain / 1)": _ratios(
                 server_cpu["pair-2"], server_cpu["driver"]
             ),
-            "1 process at half the concurrency / at all of it": _ratios(cpu["half"], cpu["driver"]),
+            f"1 process at half the {half} / at all of it": _ratios(cpu["half"], cpu["driver"]),
         }
         for heading, parts in (("of which", splits), ("control:", controls)):
             for label, split in parts.items():
@@ -244,6 +261,7 @@ def _pass(
     bench: Path,
     old_tree: Path | None,
     concurrency: int | None = None,
+    rate: float | None = None,
 ) -> dict:
     run_dir = bench / "passes" / f"{kind}-{time.monotonic_ns()}"
     env = dict(os.environ)
@@ -251,6 +269,8 @@ def _pass(
         env["PYTHONPATH"] = str(old_tree)
     if getattr(args, "client_cpu", None) is not None:
         env[PIN_ENV] = str(args.client_cpu)
+    if rate is not None:
+        env[RATE_ENV] = str(rate)
     users = concurrency or args.concurrency
     command = [sys.executable, ONCE, kind, url, str(dataset), str(n), str(users)]
     done = subprocess.run(

@@ -5,7 +5,7 @@ Run: .venv/bin/python benchmarks/bench_readers.py [--n 170000] [--rounds 2] [--b
 Each round writes the batch document with `harness gen` (A) and validates it with
 `harness validate` (B), alternating, so a drifting machine weighs on both alike. Prints each
 round's ratio B/A, the median ratio, and the peak RSS of validate (target: ratio <= 3,
-RSS <= 200 MB whatever N). Peak RSS is the child's ru_maxrss, read with wait4.
+RSS <= 200 MB whatever N). Peak RSS is the child's VmHWM, polled every 5 ms.
 
 Then, on the same document, `harness scale --dataset DOC --limit 2000` on the embedded server:
 this tree's code and the code of git REF (default: the commit before the dataset hash left the
@@ -35,14 +35,18 @@ LIMIT = 2000
 
 
 def timed(argv: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS bytes) of one child process; exits on its failure."""
+    """(wall seconds, peak RSS bytes) of one child process; exits on its failure. The peak is
+    its VmHWM, polled: wait4's ru_maxrss would carry this process's own RSS across the exec."""
     started = time.perf_counter()
-    pid = os.spawnv(os.P_NOWAIT, argv[0], argv)
-    _, status, usage = os.wait4(pid, 0)
+    with subprocess.Popen(argv) as process:
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, _vm_hwm(process.pid))
+            time.sleep(0.005)
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
+    if process.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed")
-    return seconds, usage.ru_maxrss * 1024
+    return seconds, peak
 
 
 def first_request(code: Path, dataset: Path, run_dir: Path) -> tuple[float, int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import ssl
@@ -266,7 +267,7 @@ class ClientDriver:
                     room.clear()
                     await room.wait()
                 while (delay := start + offset - time.perf_counter()) > 0:
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(_whole_ms(delay))
                 task = loop.create_task(send(item[0], self._payload(item[1]), wall + offset))
                 tasks.add(task)
                 task.add_done_callback(done)
@@ -549,3 +550,10 @@ class _Slots:
             if not waiter.done():
                 self.in_use += 1
                 waiter.set_result(None)
+
+
+def _whole_ms(delay: float) -> float:
+    """A sleep rounded up to whole milliseconds: uvloop's timers count milliseconds and fire a
+    shorter one at once, so sleeping a sub-millisecond remainder spun ~35 wake-ups and ~130 us
+    of CPU per arrival; rounded up, a send leaves within about a millisecond of its time."""
+    return math.ceil(delay * 1000) / 1000

@@ -7,7 +7,8 @@ The parent's ShardPool starts them, gathers their progress (so OOM points and th
 the whole run), pauses them at an OOM point, feeds their outcomes to the supervisor's recovery
 timing, and merges their stats and load figures (each writes its own `load_generator` verdict
 event). A process killed outright loses only
-what it had not written: a resume (with any process count) sends exactly what is missing.
+what it had not written: a resume (with any process count) sends exactly what is missing. In an
+open loop, process k sends at every shards-th arrival of the one schedule from the k-th.
 
 Messages are JSON lines on the children's stdout; the parent writes `pause`, `resume`,
 `precise` and `coarse` lines to their stdin, and closes it to stop them (as its own death does).
@@ -33,11 +34,13 @@ from typing import Any
 
 import orjson
 
+from harness.arrivals import ArrivalSpec
 from harness.driver.client import DriverStats
 from harness.driver.journal import FLUSH_INTERVAL_S
 from harness.driver.payloads import request_end
 from harness.driver.ready import TargetUnavailable
 from harness.errors import UserError
+from harness.interpreter import module_command
 from harness.rundir import EventKind, WriteFailed
 
 _ENV = "HARNESS_DRIVER_SHARD"  # a child's plan: the environment, as it may hold the API key
@@ -75,6 +78,8 @@ class ShardPlan:
     max_tokens: int | None = None
     window_s: float = 0.5  # how often each process reports its load figures
     end: int | None = None  # payloads.request_end of (dataset, n), found by the pool
+    # open loop: process k sends at every shards-th arrival of this schedule from the k-th
+    arrivals: ArrivalSpec | None = None
 
 
 class ShardFailed(UserError):
@@ -135,9 +140,7 @@ class ShardPool:
             child = {**plan, "driver": driver, "shard": index}
             env = {**os.environ, _ENV: orjson.dumps(child).decode()}
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "harness.driver.shards",
+                *module_command("harness.driver.shards"),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 env=env,
@@ -356,8 +359,12 @@ def _child() -> int:
         share=Share(shard, shards, plan["end"]),
     )
     reporter = _Reporter()
+    schedule = None
+    if plan["arrivals"] is not None:
+        arrivals = ArrivalSpec(**plan["arrivals"]).part(shard, shards)
+        schedule = (offset for _, offset in arrivals)
     driver = ClientDriver(
-        DriverConfig(**plan["driver"]),
+        DriverConfig(**{**plan["driver"], "schedule": schedule}),
         run_dir,
         checkpoint,
         on_attempt=reporter.attempt,

@@ -25,6 +25,7 @@ from pathlib import Path
 import orjson
 
 from harness.errors import UserError
+from harness.interpreter import module_command
 
 
 class EmbeddedTarget:
@@ -37,9 +38,7 @@ class EmbeddedTarget:
         sample_interval: float,
         ready_timeout: float = 60.0,
     ) -> None:
-        command = [
-            sys.executable,
-            "-m",
+        command = module_command(
             "harness.locust.target",
             str(run_dir),
             "--sample-interval",
@@ -48,7 +47,7 @@ class EmbeddedTarget:
             str(ready_timeout),
             "--",
             *server_args,
-        ]
+        )
         self._process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,

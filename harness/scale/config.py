@@ -135,9 +135,10 @@ def _validate_load(config: ScaleConfig) -> None:
     open_loop = config.rate is not None or config.trace is not None
     if config.mode != "client" and (open_loop or config.stream):
         raise UserError("--stream, --rate and --trace drive requests one by one: use --mode client")
-    if open_loop and config.processes > 1:
+    if config.trace is not None and config.processes > 1:
         raise UserError(
-            "--rate and --trace keep one schedule in one driver process: use --processes 1"
+            "--trace replays its send times in one driver process: use --processes 1 "
+            "(a --rate schedule is shared between processes)"
         )
     if config.rate is not None and config.trace is not None:
         raise UserError("--rate and --trace both set the send times; give one")

@@ -14,6 +14,7 @@ import orjson
 
 from harness.driver.ladder import extrapolate, ladder_table, rung_figures, time_note
 from harness.errors import UserError
+from harness.interpreter import python_command
 from harness.rundir import (
     MANIFEST,
     SUMMARY,
@@ -62,7 +63,7 @@ def run_ladder(
             rung = replace(config, n=n, run_dir=str(run_dir))
             settings = config_settings(rung, keep_secrets=True)
             done = subprocess.run(
-                [sys.executable, "-c", _RUNG_COMMAND],
+                python_command(_RUNG_COMMAND),
                 env={**os.environ, _RUNG_ENV: orjson.dumps(settings).decode()},
                 check=False,
             )

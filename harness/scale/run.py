@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import psutil
 
 from generators import DatasetError
+from harness.arrivals import ArrivalSpec
 from harness.calibration import measure
 from harness.cost import CpuMeter
 from harness.driver.batch_api import BatchApiDriver, BatchConfig
@@ -372,6 +373,7 @@ async def _send_requests(
                 window_s=config.sample_interval,
                 # a generated dataset holds exactly n requests: no read to find their end
                 end=dataset.path.stat().st_size if config.dataset is None else None,
+                arrivals=_arrivals(config),
             ),
             on_done=progress.advance,
             on_attempt=target.note_request,
@@ -442,15 +444,23 @@ async def _sampling(
             run_dir.event(EventKind.LOAD_GENERATOR, pid=os.getpid(), **monitor.verdict())
 
 
-def _schedule(config: ScaleConfig) -> Iterator[float] | None:
-    """Open loop: the send offsets of --rate or --trace; None for a closed loop."""
-    from harness.arrivals import rate_offsets, trace_offsets
+def _arrivals(config: ScaleConfig) -> ArrivalSpec | None:
+    """Open loop: the schedule of --rate or --trace; None for a closed loop."""
+    if config.rate is None and config.trace is None:
+        return None
+    return ArrivalSpec(
+        rate=config.rate,
+        arrival=config.arrival,
+        burstiness=config.burstiness,
+        seed=config.seed,
+        trace=config.trace,
+    )
 
-    if config.trace is not None:
-        return trace_offsets(config.trace)
-    if config.rate is not None:
-        return rate_offsets(config.rate, config.arrival, config.burstiness, config.seed)
-    return None
+
+def _schedule(config: ScaleConfig) -> Iterator[float] | None:
+    """Open loop in one process: the schedule's send offsets; None for a closed loop."""
+    arrivals = _arrivals(config)
+    return None if arrivals is None else arrivals.offsets()
 
 
 async def _sample_load(

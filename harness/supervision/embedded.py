@@ -8,13 +8,13 @@ with EmbeddedServer(run_dir, server_args=["--oom", "kill", "--speed", "max"]) as
 from __future__ import annotations
 
 import secrets
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from harness.admin_faults import post_fault
 from harness.errors import UserError
+from harness.interpreter import module_command
 from harness.net import free_port
 from harness.rundir import EventKind, RunDir
 from harness.supervision.samplers import SamplerLoop, start_sampling
@@ -42,7 +42,7 @@ class EmbeddedServer:
         self.admin_token = secrets.token_urlsafe(16)
         self.sample_interval = sample_interval
         self.ready_timeout = ready_timeout
-        command = [sys.executable, "-m", "harness", "serve", "--port", str(self.port)]
+        command = module_command("harness", "serve", "--port", str(self.port))
         if "--data-dir" not in server_args:  # its own files and batches, not the user's
             command += ["--data-dir", str(run_dir.path / "server-data")]
         self.supervisor = Supervisor(

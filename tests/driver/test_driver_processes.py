@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from harness.driver.checkpoint import read_ids, results_paths
+from harness.errors import UserError
 from harness.net import free_port
 from harness.rundir import EventKind, read_jsonl
 from harness.scale import ScaleConfig, run_scale
@@ -193,3 +194,68 @@ def test_a_client_starved_of_cpu_is_flagged_in_the_summary_and_atop_the_report(
     html = (run_dir / "report.html").read_text()
     alert = html.index("<div class='alert' role='alert'>")
     assert alert < html.index("<h2>")  # above every section, not a footnote
+
+
+def test_two_processes_share_one_rate_schedule(tmp_path, cache_dir):
+    """--rate with --processes 2: each process sends at every other arrival of the one schedule,
+    so together they keep the rate (each sending the whole schedule would double it)."""
+    n, rate = 400, 200.0
+    config = ScaleConfig(
+        n=n,
+        processes=2,
+        rate=rate,
+        arrival="constant",
+        concurrency=16,
+        runs_root=str(tmp_path),
+        cache_dir=cache_dir,
+        report=False,
+        sample_interval=0.2,
+        ready_timeout_s=30.0,
+    )
+    outcome = run_scale(config)
+    assert outcome.ok and outcome.verification["received"] == n
+    run_dir = outcome.run_dir
+    ids = _ids(run_dir)
+    assert len(ids) == n and set(ids.values()) == {1}
+    assert all(sum(1 for _ in read_ids(p)) > n // 4 for p in results_paths(run_dir))
+    first = [r for r in read_jsonl(run_dir / "requests.jsonl") if r["attempt"] == 1]
+    due = sorted(r["scheduled_t"] for r in first)
+    # a send never leaves before its time, and the last arrival is due (n - 1) / rate after the
+    # first: the two parts together take the whole schedule's time
+    assert len(due) == n and due[-1] - due[0] >= 0.95 * (n - 1) / rate
+    assert all(r["t"] >= r["scheduled_t"] - 1e-6 for r in first)
+    verdicts = _events(run_dir, EventKind.SCHEDULE_KEPT) + _events(
+        run_dir, EventKind.BEHIND_SCHEDULE
+    )
+    assert len({v["pid"] for v in verdicts}) == 2
+    assert sum(v["arrivals"] for v in verdicts) == n
+
+
+def test_a_trace_is_replayed_by_one_process(tmp_path, cache_dir):
+    trace = tmp_path / "trace.jsonl"
+    trace.write_bytes(b'{"timestamp": 0}\n{"timestamp": 10}\n')
+    config = ScaleConfig(
+        n=2, processes=2, trace=str(trace), runs_root=str(tmp_path), cache_dir=cache_dir
+    )
+    with pytest.raises(UserError, match="--trace replays its send times in one driver process"):
+        run_scale(config)
+
+
+def test_child_processes_run_their_parents_harness_not_the_working_directorys(tmp_path, cache_dir):
+    """`python -m` puts the working directory first on sys.path: from a folder holding another
+    harness, the embedded server and the driver processes ran that one."""
+    decoy = tmp_path / "checkout"
+    (decoy / "harness").mkdir(parents=True)
+    (decoy / "harness" / "__init__.py").write_text("raise SystemExit('the decoy harness ran')\n")
+    console_script = Path(sys.executable).with_name("harness")
+    where = ["--runs-root", str(tmp_path / "runs"), "--cache-dir", cache_dir]
+    done = subprocess.run(
+        [str(console_script), "scale", "--n", "300", "--processes", "2", "--no-report", *where],
+        cwd=decoy,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "decoy" not in done.stderr
+    assert "received 300, lost 0, duplicated 0" in done.stderr

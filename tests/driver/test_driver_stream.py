@@ -143,6 +143,25 @@ def test_an_open_loop_run_keeps_its_schedule(tmp_path: Path, cache_dir: str) -> 
     assert "schedule_kept" in events
 
 
+def test_an_open_loop_sleeps_about_once_per_arrival(tmp_path: Path, cache_dir: str, monkeypatch):
+    """uvloop's timers count whole milliseconds and fire a shorter sleep at once: sleeping the
+    sub-millisecond rest of a gap spun ~35 times per arrival. Rounded up, one sleep covers it,
+    and no request leaves before its time."""
+    from harness.driver import client
+
+    sleeps, whole_ms = [], client._whole_ms
+    monkeypatch.setattr(client, "_whole_ms", lambda delay: sleeps.append(delay) or whole_ms(delay))
+    n = 600
+    outcome = run_scale(
+        _config(tmp_path, cache_dir, "spin", n=n, rate=2000.0, arrival="constant", concurrency=32),
+        out=io.StringIO(),
+    )
+    assert outcome.ok
+    lines = [x for x in _lines(outcome.run_dir) if x["attempt"] == 1]
+    assert len(lines) == n and all(x["t"] >= x["scheduled_t"] - 1e-6 for x in lines)
+    assert 0 < len(sleeps) <= 2 * n
+
+
 def test_a_starved_client_is_flagged_behind_its_schedule(tmp_path: Path, cache_dir: str) -> None:
     """One request in flight at a time, each ~0.1 s, against 40 arrivals a second: the cap holds
     them back, they leave late, and latency from the schedule shows what the client hid."""
