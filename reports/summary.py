@@ -526,9 +526,11 @@ def _saturated_warning(saturated: list[dict[str, Any]], processes: int) -> str:
             f"its event loop was saturated in {worst['saturated_share']:.0%} of windows "
             f"(loop busy {busy:.0%} of the time on average, wake-up lag p99 {lag * 1000:.0f} ms)"
         )
-    schedule = worst.get("schedule") or {}
-    if schedule.get("behind"):
-        reasons.append(f"it sent late (schedule lag p99 {schedule['lag_p99_s'] * 1000:.0f} ms)")
+    timers = worst.get("timer_lag") or {}
+    if timers.get("behind"):
+        reasons.append(
+            f"it woke late for its arrivals (timer lag p99 {timers['lag_p99_s'] * 1000:.0f} ms)"
+        )
     who = "the client" if processes == 1 else f"{len(saturated)} of {processes} client processes"
     return (
         f"CLIENT SATURATED: {who} could not keep up ({'; '.join(reasons) or 'see summary'}): "

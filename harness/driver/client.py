@@ -121,10 +121,6 @@ class ClientDriver:
         self._held: list[tuple[str, Response | None, Any, Failure]] = []
         self._succeeded = False  # a success was seen (maybe not yet written)
 
-    def _late(self, lag_s: float) -> None:
-        self.lag.add(lag_s)
-        self.monitor.schedule_lag(lag_s)  # a client behind its schedule is a saturated one
-
     @property
     def concurrency(self) -> int:
         return self._slots.limit
@@ -266,8 +262,12 @@ class ClientDriver:
                 while len(tasks) >= _BACKLOG * max(1, self._slots.limit):
                     room.clear()
                     await room.wait()
-                while (delay := start + offset - time.perf_counter()) > 0:
-                    await asyncio.sleep(_whole_ms(delay))
+                due = start + offset
+                if due > time.perf_counter():
+                    while (delay := due - time.perf_counter()) > 0:
+                        await asyncio.sleep(_whole_ms(delay))
+                    # how late the loop woke (a busy or starved client), the monitor's part
+                    self.monitor.timer_lag(time.perf_counter() - due)
                 task = loop.create_task(send(item[0], self._payload(item[1]), wall + offset))
                 tasks.add(task)
                 task.add_done_callback(done)
@@ -291,7 +291,7 @@ class ClientDriver:
             sent = time.time()
             sent_mono = time.monotonic()
             if due is not None and attempt == 1:
-                self._late(max(0.0, sent - due))
+                self.lag.add(max(0.0, sent - due))
             response: Response | None = None
             try:
                 stream = StreamResponse(time.perf_counter()) if config.stream else None

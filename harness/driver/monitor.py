@@ -4,8 +4,10 @@ A client whose loop is always busy, or whose timers fire late (starved of CPU by
 processes, or blocked), sends later than it should: its latencies and rates measure itself, not
 the target. The monitor wakes every TICK_S; how late it wakes is the loop's lag, and the loop
 thread's CPU time over wall time is how busy it was. Each WINDOW_S window is judged on its own;
-a run is flagged saturated when at least SATURATED_SHARE of its windows were (or when an
-arrival schedule fed to it fell behind).
+a run is flagged saturated when at least SATURATED_SHARE of its windows were, or when the timers
+of an open loop's arrivals fired late. Only those count: an arrival that leaves late because the
+concurrency cap or the target (an outage, an OOM point's pause) held it back is behind schedule
+(the summary says so), but the client was not what held it.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class LoopMonitor:
         self._saturated = 0
         self._busy_sum = 0.0
         self._mark: tuple[float, float] | None = None  # (wall, loop thread CPU) at window start
-        self._schedule = LagStats()
+        self._timers = LagStats()  # open loop: how late the wake-ups for arrivals came
 
     async def watch(self) -> None:
         """Tick on asyncio (Locust's gevent users tick with harness.locust.selfcheck)."""
@@ -77,9 +79,10 @@ class LoopMonitor:
         if self._mark is not None and time.monotonic() - self._mark[0] >= self.window_s:
             self._close()
 
-    def schedule_lag(self, lag_s: float) -> None:
-        """An open-loop send's lag behind its scheduled time (fed by the arrival schedule)."""
-        self._schedule.add(lag_s)
+    def timer_lag(self, lag_s: float) -> None:
+        """How late the loop woke for an open-loop arrival it slept until (its own lateness;
+        an arrival already late when reached waited for something else, and is not fed)."""
+        self._timers.add(lag_s)
 
     def _close(self) -> None:
         """End the current window (on the loop's thread: its CPU time is the loop's)."""
@@ -102,8 +105,8 @@ class LoopMonitor:
             self._close()  # the last, partial window, when it is long enough to judge
         windows = self._windows
         share = self._saturated / windows if windows else 0.0
-        schedule = self._schedule.verdict() if self._schedule.count else None
-        behind = bool(schedule and schedule["behind"])
+        timers = self._timers.verdict() if self._timers.count else None
+        behind = bool(timers and timers["behind"])
         return {
             "windows": windows,
             "saturated_windows": self._saturated,
@@ -112,7 +115,7 @@ class LoopMonitor:
             "loop_lag_p50_s": self._lag.quantile(0.5),
             "loop_lag_p99_s": self._lag.quantile(0.99),
             "loop_lag_max_s": self._lag.max_s if self._lag.count else None,
-            "schedule": schedule,
+            "timer_lag": timers,
             "busy_limit": BUSY_LIMIT,
             "lag_limit_s": LAG_LIMIT_S,
             "saturated": (windows > 0 and share >= SATURATED_SHARE) or behind,

@@ -70,14 +70,19 @@ class OpenLoop:
         self._unfinished += 1
         return self.start_t + arrival[1]
 
-    def dispatch(self, due_t: float, send: Callable[..., Any], *args: Any) -> None:
-        """Wait until due_t (claimed) and a free slot, then run send(due_t, *args) in a greenlet."""
+    def dispatch(self, due_t: float, send: Callable[..., Any], *args: Any) -> float | None:
+        """Wait until due_t (claimed) and a free slot, then run send(due_t, *args) in a greenlet.
+        Returns how late the wait for due_t woke (the client's own lateness), or None when the
+        arrival was late already (held by the cap or the users): the process's monitor's part."""
+        woke_late = None
         delay = due_t - time.time()
         if delay > 0:
             gevent.sleep(delay)
+            woke_late = max(0.0, time.time() - due_t)
         self._slots.acquire()
         self.sent += 1
         self._requests.spawn(send, due_t, *args).link(self._done)
+        return woke_late
 
     def wait_drained(self) -> None:
         """Block until the schedule is over and its last request has finished."""

@@ -90,7 +90,9 @@ class LLMUser(FastHttpUser):
         if due_t is None:
             open_loop.wait_drained()
             raise StopUser()
-        open_loop.dispatch(due_t, self._send, api, stream)
+        woke_late = open_loop.dispatch(due_t, self._send, api, stream)
+        if woke_late is not None and self.run.selfcheck is not None:
+            self.run.selfcheck.monitor.timer_lag(woke_late)
 
     def _send(self, due_t: float | None, api: str, stream: bool) -> Failure | None:
         """One chat request, recorded; due_t is its scheduled send time (open loop)."""
@@ -168,8 +170,6 @@ class LLMUser(FastHttpUser):
         self.run.log.request(line)
         stats = self.environment.stats
         if due_t is not None:
-            if self.run.selfcheck is not None:
-                self.run.selfcheck.monitor.schedule_lag(t - due_t)
             stats.get("schedule", "LAG").log(max(0.0, t - due_t) * 1000, 0)
             stats.get(name, "SCHEDULED").log(line["scheduled_latency_s"] * 1000, 0)
         if ok:

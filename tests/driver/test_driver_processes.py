@@ -231,6 +231,35 @@ def test_two_processes_share_one_rate_schedule(tmp_path, cache_dir):
     assert sum(v["arrivals"] for v in verdicts) == n
 
 
+def test_an_open_loop_held_by_oom_kills_is_behind_schedule_not_a_saturated_client(
+    tmp_path, cache_dir
+):
+    """Arrivals due while the target restarts leave late: the run is behind its schedule, but
+    the driver processes woke on time for every arrival they slept until, so neither is flagged
+    saturated for it (it was `CLIENT SATURATED`, telling the user to add processes)."""
+    config = ScaleConfig(
+        n=3000,
+        processes=2,
+        rate=600.0,
+        oom_at=(0.3, 0.7),
+        concurrency=32,
+        runs_root=str(tmp_path),
+        cache_dir=cache_dir,
+        report=False,
+        sample_interval=0.2,
+        ready_timeout_s=30.0,
+    )
+    outcome = run_scale(config)
+    assert outcome.ok and outcome.oom_kills == 2
+    run_dir = outcome.run_dir
+    assert _events(run_dir, EventKind.BEHIND_SCHEDULE)  # the outages' arrivals left late
+    verdicts = _events(run_dir, EventKind.LOAD_GENERATOR)
+    assert len(verdicts) == 2
+    for verdict in verdicts:
+        assert verdict["timer_lag"]["arrivals"] > 0 and verdict["timer_lag"]["behind"] is False
+        assert verdict["saturated"] == (verdict["saturated_share"] >= 0.1)  # its windows alone
+
+
 def test_a_trace_is_replayed_by_one_process(tmp_path, cache_dir):
     trace = tmp_path / "trace.jsonl"
     trace.write_bytes(b'{"timestamp": 0}\n{"timestamp": 10}\n')

@@ -57,6 +57,15 @@ def test_one_user_sends_the_seeded_poisson_schedule_without_waiting(poisson: Run
     assert (len(actual) - 1) / (actual[-1] - actual[0]) == pytest.approx(50, rel=0.25)
 
 
+def test_the_load_generator_check_times_the_wake_ups_for_arrivals(poisson: Run) -> None:
+    """The process's saturation check counts how late it woke for the arrivals it waited for,
+    not how late they left (the cap or the target may hold them: behind schedule, not busy)."""
+    [verdict] = poisson.events("load_generator")
+    timers = verdict["timer_lag"]
+    assert 0 < timers["arrivals"] <= len(poisson.requests())
+    assert timers["behind"] is False
+
+
 def test_every_request_is_timed_from_its_schedule_too(poisson: Run) -> None:
     lines = poisson.requests()
     for line in lines:
