@@ -437,8 +437,8 @@ def _schedule(run: RunData, warnings: list[str]) -> dict[str, Any] | None:
     if behind:
         warnings.append(
             f"behind schedule: send lag p99 {p99 * 1000:.1f} ms over the {limit * 1000:.0f} ms "
-            "limit (a busy load generator or the concurrency cap); judge latency from the "
-            "scheduled send time (latency.scheduled_s)"
+            "limit (the concurrency cap, a target that was down, or a busy load generator); "
+            "judge latency from the scheduled send time (latency.scheduled_s)"
         )
     return {
         "arrivals": len(lags),
