@@ -69,19 +69,15 @@ def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+def _scaled(tmp_path, cache_dir, **settings):
+    """A `harness scale` run in this process, with the files and timings these tests share."""
+    common = {"runs_root": str(tmp_path), "cache_dir": cache_dir, "report": False}
+    common |= {"sample_interval": 0.2, "ready_timeout_s": 30.0}
+    return run_scale(ScaleConfig(**common, **settings))
+
+
 def test_two_processes_survive_two_oom_kills_with_every_result_once(tmp_path, cache_dir):
-    config = ScaleConfig(
-        n=3000,
-        processes=2,
-        oom_at=(0.3, 0.7),
-        concurrency=16,
-        runs_root=str(tmp_path),
-        cache_dir=cache_dir,
-        report=False,
-        sample_interval=0.2,
-        ready_timeout_s=30.0,
-    )
-    outcome = run_scale(config)
+    outcome = _scaled(tmp_path, cache_dir, n=3000, processes=2, oom_at=(0.3, 0.7), concurrency=16)
     assert outcome.ok and outcome.oom_kills == 2
     assert outcome.verification["received"] == 3000 and outcome.verification["duplicated"] == 0
     run_dir = outcome.run_dir
@@ -200,19 +196,9 @@ def test_two_processes_share_one_rate_schedule(tmp_path, cache_dir):
     """--rate with --processes 2: each process sends at every other arrival of the one schedule,
     so together they keep the rate (each sending the whole schedule would double it)."""
     n, rate = 400, 200.0
-    config = ScaleConfig(
-        n=n,
-        processes=2,
-        rate=rate,
-        arrival="constant",
-        concurrency=16,
-        runs_root=str(tmp_path),
-        cache_dir=cache_dir,
-        report=False,
-        sample_interval=0.2,
-        ready_timeout_s=30.0,
+    outcome = _scaled(
+        tmp_path, cache_dir, n=n, processes=2, rate=rate, arrival="constant", concurrency=16
     )
-    outcome = run_scale(config)
     assert outcome.ok and outcome.verification["received"] == n
     run_dir = outcome.run_dir
     ids = _ids(run_dir)
@@ -237,19 +223,9 @@ def test_an_open_loop_held_by_oom_kills_is_behind_schedule_not_a_saturated_clien
     """Arrivals due while the target restarts leave late: the run is behind its schedule, but
     the driver processes woke on time for every arrival they slept until, so neither is flagged
     saturated for it (it was `CLIENT SATURATED`, telling the user to add processes)."""
-    config = ScaleConfig(
-        n=3000,
-        processes=2,
-        rate=600.0,
-        oom_at=(0.3, 0.7),
-        concurrency=32,
-        runs_root=str(tmp_path),
-        cache_dir=cache_dir,
-        report=False,
-        sample_interval=0.2,
-        ready_timeout_s=30.0,
+    outcome = _scaled(
+        tmp_path, cache_dir, n=3000, processes=2, rate=600.0, oom_at=(0.3, 0.7), concurrency=32
     )
-    outcome = run_scale(config)
     assert outcome.ok and outcome.oom_kills == 2
     run_dir = outcome.run_dir
     assert _events(run_dir, EventKind.BEHIND_SCHEDULE)  # the outages' arrivals left late
