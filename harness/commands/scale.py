@@ -114,13 +114,14 @@ def register(subparsers: Any) -> None:
         type=finite_float,
         metavar="R",
         help="open loop: send R requests per second on a schedule (--arrival) whatever the "
-        "answers; latency is also timed from each scheduled send time",
+        "answers; latency is also timed from each scheduled send time (driver processes share "
+        "the schedule)",
     )
     open_loop.add_argument(
         "--trace",
         metavar="FILE",
         help="open loop: replay a trace's send times (Mooncake/AIPerf `timestamp` in ms, or a "
-        "harness requests.jsonl)",
+        "harness requests.jsonl), in one driver process",
     )
     parser.add_argument(
         "--arrival", choices=ARRIVALS, help="with --rate: constant, poisson (default) or gamma"
