@@ -256,7 +256,10 @@ def _measure(
         base = f"{'c' if config.axis == CONCURRENCY else 'r'}{load:g}"
         name = base if config.repeat == 1 else f"{base}/r{k + 1}"
         run_dir = root / name
-        moved = {"concurrency": int(load)} if config.axis == CONCURRENCY else {"rate": load}
+        if config.axis == CONCURRENCY:  # no more driver processes than requests in flight
+            moved = {"concurrency": int(load), "processes": min(config.base.processes, int(load))}
+        else:
+            moved = {"rate": load}
         point_config = replace(
             config.base, n=config.n_per_point, run_dir=str(run_dir), report=False, **moved
         )

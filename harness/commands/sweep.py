@@ -9,10 +9,11 @@ from typing import Any
 from harness.arrivals import ARRIVALS
 from harness.commands.gen import parse_count
 from harness.commands.scale import api_key_from_env
+from harness.driver.shards import driver_processes
 from harness.errors import UserError
 from harness.scale import ScaleConfig
 from harness.sweep import SweepConfig, run_sweep
-from harness.units import finite_float, parse_bytes, parse_speed, whole_number
+from harness.units import argument, finite_float, parse_bytes, parse_speed, whole_number
 
 
 def register(subparsers: Any) -> None:
@@ -73,6 +74,14 @@ def register(subparsers: Any) -> None:
         "--stream",
         action="store_true",
         help="stream the answers: TTFT, TTST, ITL and every gap at each point (for TTFT SLOs)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=argument(driver_processes),
+        default=1,
+        metavar="N|auto",
+        help="driver processes at each point (at most its concurrency), for servers faster than "
+        "one Python client (auto: half the CPUs, at most 8; default 1)",
     )
     parser.add_argument(
         "--n", type=parse_count, default=1000, help="requests per point (default 1000)"
@@ -146,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         stream=args.stream,
         arrival=args.arrival if axis == "rate" else "poisson",
         concurrency=args.max_concurrency if axis == "rate" else 64,
+        processes=args.processes,
         target=args.target,
         serve=tuple(command),
         dataset=args.dataset,

@@ -197,6 +197,25 @@ def test_a_sweep_finds_the_knee_of_the_embedded_server(tmp_path: Path, cache_dir
     assert "Capacity sweep" in (tmp_path / "sweep" / "report.html").read_text()
 
 
+def test_a_sweep_drives_each_point_with_up_to_its_concurrency_in_processes(
+    tmp_path: Path, cache_dir: str
+) -> None:
+    """--processes 2: concurrency 1 runs one driver process (it cannot be split), 4 runs two."""
+    base = ScaleConfig(
+        runs_root=str(tmp_path), cache_dir=cache_dir, processes=2, sample_interval=0.1
+    )
+    config = SweepConfig(
+        base=base, grid=(1, 4), n_per_point=120, full_grid=True, run_dir=str(tmp_path / "sweep")
+    )
+    document = run_sweep(config, out=io.StringIO())
+    used = {}
+    for point in document["points"]:
+        [run_dir] = point["run_dirs"]
+        manifest = orjson.loads((tmp_path / "sweep" / run_dir / "manifest.json").read_bytes())
+        used[point["load"]] = manifest["outcome"]["processes"]
+    assert used == {1: 1, 4: 2}
+
+
 def test_a_sweep_stops_before_the_vram_budget(tmp_path: Path, cache_dir: str) -> None:
     """No queue (64 sequences at once): the simulated KV cache grows with each request in flight,
     so the two lowest points predict the VRAM of the next, which would pass the budget."""
