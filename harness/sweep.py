@@ -32,8 +32,9 @@ SWEEP = "sweep.json"
 SCHEMA = "harness-sweep/1"
 # Why a sweep ended (`stop.reason`).
 GRID_DONE, SEARCH_DONE = "grid_done", "search_done"
-SATURATED, VRAM_BUDGET, RAM_BUDGET, OOM, FAILED = (
+SATURATED, CLIENT_SATURATED, VRAM_BUDGET, RAM_BUDGET, OOM, FAILED = (
     "saturated",
+    "client_saturated",
     "vram_budget",
     "ram_budget",
     "oom",
@@ -86,6 +87,8 @@ class Point:
     over_budget: str | None = None
     saturated: bool = False
     saturation: dict[str, Any] | None = None
+    # the load generator could not keep up: the point's figures are partly the client's limit
+    client_saturated: bool = False
     predicted_target_s: float | None = None
 
     @property
@@ -176,7 +179,8 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stderr) -> dict[str, Any
         state.samples[load] = measured
         say(_point_line(point, label))
         stop = _stop_after(point)
-        if stop is not None and stop["reason"] == SATURATED and config.full_grid:
+        marked_only = (SATURATED, CLIENT_SATURATED)
+        if stop is not None and stop["reason"] in marked_only and config.full_grid:
             stop = None  # marked on the point; the grid goes on
         if search is not None:
             if stop is None and point.usable:
@@ -299,6 +303,7 @@ def _measure(
         oom=sum(
             s["events"].get("oom_kills", 0) + s["events"].get("oom_errors", 0) for s in summaries
         ),
+        client_saturated=any((s.get("load_generator") or {}).get("saturated") for s in summaries),
     )
     if point.requests_per_s:
         point.predicted_target_s = config.target_n / point.requests_per_s
@@ -461,6 +466,13 @@ def _stop_after(point: Point) -> dict[str, Any] | None:
         return {"reason": VRAM_BUDGET, "at": at, "detail": "peak VRAM over the budget"}
     if point.over_budget == RAM_BUDGET:
         return {"reason": RAM_BUDGET, "at": at, "detail": "peak RAM over the budget"}
+    if point.client_saturated:
+        return {
+            "reason": CLIENT_SATURATED,
+            "at": at,
+            "detail": "the load generator could not keep up (the point's load_generator check): "
+            "higher loads would measure the client; run with more --processes",
+        }
     if point.saturated:
         return {"reason": SATURATED, "at": at, "detail": _saturation_text(point)}
     return None
@@ -609,9 +621,10 @@ def _spec(objectives: Any) -> str:
 
 def best_point(points: Sequence[Point]) -> Point | None:
     """The highest goodput (or throughput) under the SLOs and the budget; a saturated point, which
-    bought no throughput for its latency, only when nothing else is usable."""
+    bought no throughput for its latency, or one whose client could not keep up, only when
+    nothing else is usable."""
     usable = [p for p in points if p.usable]
-    preferred = [p for p in usable if not p.saturated] or usable
+    preferred = [p for p in usable if not (p.saturated or p.client_saturated)] or usable
     return max(preferred, key=lambda p: (p.score, -p.load)) if preferred else None
 
 
@@ -675,6 +688,8 @@ def _point_line(point: Point, label: Callable[[float], str]) -> str:
         parts.append(f"{point.oom} OOM")
     if point.saturated:
         parts.append("SATURATED")
+    if point.client_saturated:
+        parts.append("CLIENT SATURATED")
     return ", ".join(parts)
 
 

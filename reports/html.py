@@ -463,6 +463,8 @@ def render_sweep_html(document: Mapping[str, Any], images: Mapping[str, bytes]) 
         notes = []
         if point.get("saturated"):
             notes.append("saturated")
+        if point.get("client_saturated"):
+            notes.append("client saturated")
         if point.get("oom"):
             notes.append(f"{point['oom']} OOM")
         if point.get("over_budget"):

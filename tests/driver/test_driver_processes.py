@@ -3,7 +3,6 @@ of a driver process, resumes with another count, and a client starved of CPU fla
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from harness.errors import UserError
 from harness.net import free_port
 from harness.rundir import EventKind, read_jsonl
 from harness.scale import ScaleConfig, run_scale
+from tests.starving import starve
 
 HARNESS = [sys.executable, "-m", "harness"]
 
@@ -156,26 +156,7 @@ def test_a_client_starved_of_cpu_is_flagged_in_the_summary_and_atop_the_report(
     )
     results = run_dir / "results.jsonl"
     _wait_for(lambda: results.exists() and results.stat().st_size > 20_000, "some results")
-    # Starve the driver's event loop (scale's main thread): one CPU, lowest priority, shared
-    # with two busy processes at normal priority, for a few seconds of the run.
-    allowed = os.sched_getaffinity(scale.pid)
-    cpu = {min(allowed)}
-    hogs = [
-        subprocess.Popen(
-            [sys.executable, "-c", "while True: pass"],
-            preexec_fn=lambda: os.sched_setaffinity(0, cpu),
-        )
-        for _ in range(2)
-    ]
-    try:
-        os.sched_setaffinity(scale.pid, cpu)
-        os.setpriority(os.PRIO_PROCESS, scale.pid, 19)
-        time.sleep(3.0)
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
-        os.sched_setaffinity(scale.pid, allowed)
+    starve(scale.pid)  # the driver's event loop (scale's main thread), for a few seconds
     _, stderr = scale.communicate(timeout=180)
     assert scale.returncode == 0, stderr[-3000:]
     assert "CLIENT SATURATED: the client could not keep up" in stderr

@@ -4,6 +4,9 @@ server that find the knee, stop before a VRAM budget and stop at an OOM."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ from harness.cli import main
 from harness.errors import UserError
 from harness.scale import ScaleConfig
 from harness.sweep import (
+    CLIENT_SATURATED,
     OOM,
     SATURATED,
     VRAM_BUDGET,
@@ -28,6 +32,7 @@ from harness.sweep import (
     saturation,
 )
 from reports.sweep import pareto_front, sweep_figure
+from tests.starving import starve
 
 GIB = 1024**3
 
@@ -109,6 +114,10 @@ def test_the_best_point_is_usable_and_not_saturated() -> None:
     with_slo[1].slo_verdict = "fail"
     assert best_point(with_slo).load == 1
     assert best_point([_point(1, 10, oom=1)]) is None
+    # a point whose client could not keep up measured the client: only when nothing else is
+    client_bound = [_point(1, 10), _point(2, 19, client_saturated=True)]
+    assert best_point(client_bound).load == 1
+    assert best_point(client_bound[1:]).load == 2
 
 
 def test_relative_slos_are_checked_up_front() -> None:
@@ -214,6 +223,32 @@ def test_a_sweep_drives_each_point_with_up_to_its_concurrency_in_processes(
         manifest = orjson.loads((tmp_path / "sweep" / run_dir / "manifest.json").read_bytes())
         used[point["load"]] = manifest["outcome"]["processes"]
     assert used == {1: 1, 4: 2}
+
+
+def test_a_point_whose_client_was_starved_stops_the_sweep(tmp_path: Path) -> None:
+    """A load generator that could not keep up measured itself: the point is marked, the sweep
+    stops there (higher loads would measure the client) and says to add processes."""
+    sweep_dir = tmp_path / "sweep"
+    points = ["--concurrency", "8,16", "--n", "1500", "--speed", "100"]
+    where = ["--run-dir", str(sweep_dir), "--runs-root", str(tmp_path)]
+    sweep = subprocess.Popen(
+        [str(Path(sys.executable).with_name("harness")), "sweep", *points, *where],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    results = sweep_dir / "c8" / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while not (results.exists() and results.stat().st_size > 20_000):
+        assert sweep.poll() is None and time.monotonic() < deadline, "no results from c8"
+        time.sleep(0.02)
+    starve(sweep.pid)  # the driver's loop runs on the sweep's main thread
+    _, stderr = sweep.communicate(timeout=180)
+    document = orjson.loads((sweep_dir / "sweep.json").read_bytes())
+    [point] = document["points"]  # 16 was not run
+    assert point["load"] == 8 and point["client_saturated"] is True
+    assert document["stop"]["reason"] == CLIENT_SATURATED and document["stop"]["at"] == 8
+    assert "CLIENT SATURATED" in stderr and "--processes" in stderr
 
 
 def test_a_sweep_stops_before_the_vram_budget(tmp_path: Path, cache_dir: str) -> None:
