@@ -40,6 +40,7 @@ SATURATED, CLIENT_SATURATED, VRAM_BUDGET, RAM_BUDGET, OOM, FAILED = (
     "oom",
     "failed",
 )
+_MARKED_ONLY = (SATURATED, CLIENT_SATURATED)  # with full_grid: marked on the point, not a stop
 CONCURRENCY, RATE = "concurrency", "rate"
 MIN_GAIN = 0.05  # throughput that rose by less than this share has stopped rising
 _BINS = 10  # per point, time bins whose throughput and latency the saturation test compares
@@ -179,8 +180,7 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stderr) -> dict[str, Any
         state.samples[load] = measured
         say(_point_line(point, label))
         stop = _stop_after(point)
-        marked_only = (SATURATED, CLIENT_SATURATED)
-        if stop is not None and stop["reason"] in marked_only and config.full_grid:
+        if stop is not None and stop["reason"] in _MARKED_ONLY and config.full_grid:
             stop = None  # marked on the point; the grid goes on
         if search is not None:
             if stop is None and point.usable:
