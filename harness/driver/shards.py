@@ -40,7 +40,7 @@ from harness.driver.journal import FLUSH_INTERVAL_S
 from harness.driver.payloads import request_end
 from harness.driver.ready import TargetUnavailable
 from harness.errors import UserError
-from harness.interpreter import module_command
+from harness.interpreter import python_command
 from harness.rundir import EventKind, WriteFailed
 
 _ENV = "HARNESS_DRIVER_SHARD"  # a child's plan: the environment, as it may hold the API key
@@ -140,7 +140,7 @@ class ShardPool:
             child = {**plan, "driver": driver, "shard": index}
             env = {**os.environ, _ENV: orjson.dumps(child).decode()}
             process = await asyncio.create_subprocess_exec(
-                *module_command("harness.driver.shards"),
+                *python_command("harness.driver.shards"),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 env=env,

@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 
 from harness.errors import UserError
-from harness.interpreter import module_command
+from harness.interpreter import python_command
 
 
 class EmbeddedTarget:
@@ -38,7 +38,7 @@ class EmbeddedTarget:
         sample_interval: float,
         ready_timeout: float = 60.0,
     ) -> None:
-        command = module_command(
+        command = python_command(
             "harness.locust.target",
             str(run_dir),
             "--sample-interval",

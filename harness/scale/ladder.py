@@ -35,7 +35,6 @@ from harness.scale.run import open_dataset, run_scale
 from harness.units import format_speed
 
 _RUNG_ENV = "HARNESS_LADDER_RUNG"
-_RUNG_COMMAND = "import sys, harness.scale.ladder as ladder; sys.exit(ladder.rung_main())"
 
 
 def run_ladder(
@@ -63,7 +62,7 @@ def run_ladder(
             rung = replace(config, n=n, run_dir=str(run_dir))
             settings = config_settings(rung, keep_secrets=True)
             done = subprocess.run(
-                python_command(_RUNG_COMMAND),
+                python_command("harness.scale.ladder:rung_main"),
                 env={**os.environ, _RUNG_ENV: orjson.dumps(settings).decode()},
                 check=False,
             )

@@ -14,7 +14,7 @@ from typing import Any
 
 from harness.admin_faults import post_fault
 from harness.errors import UserError
-from harness.interpreter import module_command
+from harness.interpreter import python_command
 from harness.net import free_port
 from harness.rundir import EventKind, RunDir
 from harness.supervision.samplers import SamplerLoop, start_sampling
@@ -42,7 +42,7 @@ class EmbeddedServer:
         self.admin_token = secrets.token_urlsafe(16)
         self.sample_interval = sample_interval
         self.ready_timeout = ready_timeout
-        command = module_command("harness", "serve", "--port", str(self.port))
+        command = python_command("harness", "serve", "--port", str(self.port))
         if "--data-dir" not in server_args:  # its own files and batches, not the user's
             command += ["--data-dir", str(run_dir.path / "server-data")]
         self.supervisor = Supervisor(
