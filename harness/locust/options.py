@@ -21,7 +21,7 @@ from typing import Any
 from harness.arrivals import ARRIVALS, DEFAULT_LAG_LIMIT_S, ArrivalSpec
 from harness.errors import UserError
 from harness.locust.curves import LOAD_SHAPES
-from harness.net import LOOPBACK_HOST, is_loopback_host, is_loopback_url
+from harness.net import LOOPBACK_HOST, free_port, is_loopback_host, is_loopback_url
 from harness.supervision.victim import DEFAULT_VICTIM, parse_victim
 from harness.units import argument, parse_duration, whole_number
 
@@ -291,7 +291,20 @@ def _parse_and_check(parser: Any, parse_args: Callable[..., Namespace], *args: A
         check_user_classes(options)
     except UserError as exc:
         parser.error(str(exc))
+    _own_master_port(parser, options)
     return options
+
+
+def _own_master_port(parser: Any, options: Namespace) -> None:
+    """--processes N: the master and the workers it forks meet on a free port of their own. On
+    Locust's fixed default (5557), two runs on one machine took each other's workers, each then
+    sending the other's test, or one failed to bind. A port given with --master-bind-port or
+    --master-port stays."""
+    if not getattr(options, "processes", None):
+        return
+    ports = ("master_bind_port", "master_port")
+    if all(getattr(options, name, None) == parser.get_default(name) for name in ports):
+        options.master_bind_port = options.master_port = free_port()
 
 
 def check_options(options: Namespace) -> None:

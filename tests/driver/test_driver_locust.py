@@ -7,6 +7,8 @@ and each checks itself as a load generator with the driver's loop monitor.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from harness.driver.errors import CAUSES
 from harness.rundir import EventKind, read_jsonl, request_record
 
 ROOT = Path(__file__).resolve().parents[2]
+LOCUST_MASTER_PORT = 5557  # Locust's default --master-bind-port
 
 
 def test_two_locust_processes_share_the_driver_core(tmp_path):
@@ -27,7 +30,16 @@ def test_two_locust_processes_share_the_driver_core(tmp_path):
         "--max-tokens", "16", "--candidates", "40", "--server-args=--speed 10",
         "--chaos-every", "2s", "ChatUser", "OOMRecoveryUser",
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    # Locust's fixed master port, taken: the master and its workers meet on a port of their own
+    # (on 5557, two runs on one machine took each other's workers)
+    squatter = socket.socket()
+    with contextlib.suppress(OSError):  # taken already: the run must avoid it all the same
+        squatter.bind(("127.0.0.1", LOCUST_MASTER_PORT))
+        squatter.listen()
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        squatter.close()
     output = done.stdout + done.stderr
     assert "Unknown User" not in output and "Traceback" not in output, output[-3000:]
     events = list(read_jsonl(tmp_path / "events.jsonl"))
