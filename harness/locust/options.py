@@ -23,7 +23,7 @@ from harness.errors import UserError
 from harness.locust.curves import LOAD_SHAPES
 from harness.net import LOOPBACK_HOST, free_port, is_loopback_host, is_loopback_url
 from harness.supervision.victim import DEFAULT_VICTIM, parse_victim
-from harness.units import argument, parse_duration, whole_number
+from harness.units import argument, finite_float, parse_duration, whole_number
 
 APIS = ("openai", "ollama")
 CHAOS_USER = "OOMRecoveryUser"
@@ -34,31 +34,22 @@ _LISTENERS = {"web_host": "--web-host", "master_bind_host": "--master-bind-host"
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = whole_number(text)
     if value < 1:
         raise ArgumentTypeError(f"{value} must be 1 or more")
     return value
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = parse_duration(text)
-    except UserError as exc:
-        raise ArgumentTypeError(str(exc)) from None
+    value = argument(parse_duration)(text)
     if value <= 0:
         raise ArgumentTypeError(f"{text!r} must be longer than 0 s")
     return value
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value > 0 and value < float("inf")):
+    value = finite_float(text)
+    if value <= 0:
         raise ArgumentTypeError(f"{text!r} must be above 0")
     return value
 
