@@ -24,8 +24,6 @@ from harness.rundir import JsonlWriter, repair_jsonl
 RESULTS = "results.jsonl"  # driver process 0's (the only one's, unless --processes N)
 _SHARD_RESULTS = re.compile(r"results-(\d+)\.jsonl")
 
-_HEAD = re.compile(rb'^\{"custom_id":("(?:[^"\\]|\\.)*")(?:,"ok":(true|false))?')
-
 
 def results_path(run_dir: str | os.PathLike[str], shard: int = 0) -> Path:
     """Where driver process `shard` checkpoints: results.jsonl, else results-<shard>.jsonl."""
