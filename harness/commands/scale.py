@@ -11,7 +11,7 @@ from typing import Any
 from harness.arrivals import ARRIVALS
 from harness.commands.gen import parse_count
 from harness.commands.report import add_slo_arguments
-from harness.driver.shards import driver_processes
+from harness.driver.shards import MAX_AUTO, driver_processes
 from harness.errors import UserError
 from harness.repeat import run_repeated
 from harness.scale import MODES, ScaleConfig, resume_scale, run_ladder, run_scale
@@ -100,7 +100,7 @@ def register(subparsers: Any) -> None:
         type=argument(driver_processes),
         metavar="N|auto",
         help="client mode: driver processes sharing the run, each with its own checkpoint "
-        "(auto: half the CPUs, at most 8; default 1)",
+        f"(auto: half the CPUs, at most {MAX_AUTO}; default 1)",
     )
     parser.add_argument(
         "--stream",

@@ -9,7 +9,7 @@ from typing import Any
 from harness.arrivals import ARRIVALS
 from harness.commands.gen import parse_count
 from harness.commands.scale import api_key_from_env
-from harness.driver.shards import driver_processes
+from harness.driver.shards import MAX_AUTO, driver_processes
 from harness.errors import UserError
 from harness.scale import ScaleConfig
 from harness.sweep import SweepConfig, run_sweep
@@ -81,7 +81,7 @@ def register(subparsers: Any) -> None:
         default=1,
         metavar="N|auto",
         help="driver processes at each point (at most its concurrency), for servers faster than "
-        "one Python client (auto: half the CPUs, at most 8; default 1)",
+        f"one Python client (auto: half the CPUs, at most {MAX_AUTO}; default 1)",
     )
     parser.add_argument(
         "--n", type=parse_count, default=1000, help="requests per point (default 1000)"
